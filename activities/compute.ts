@@ -1,0 +1,205 @@
+// Activities of a compute host: its libvirt domains and the disks under its instances path.
+// They run only on that host's worker (task queue compute@<host>). Each one is idempotent: a
+// retry after a crash finds its own half-done work and finishes it.
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Context, log } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { DomainState } from '@unraid/libvirt';
+import type { Config } from '../lib/config.js';
+import { type GlanceClient, ImageDigest } from '../lib/glance.js';
+import { domainXml, type LibvirtConnection, powerStateOf } from '../lib/libvirt.js';
+import { type Instance, PowerState } from '../lib/nova.js';
+import * as qemuImg from '../lib/qemu-img.js';
+
+/** What the CLI and the Web UI read from an activity's heartbeat. */
+export interface Progress {
+  step: string;
+  bytesDone?: number;
+  bytesTotal?: number;
+}
+
+/** Heartbeats with progress, at most twice a second. */
+function progressReporter(step: string, bytesTotal?: number): (bytesDone: number) => void {
+  let last = 0;
+  return (bytesDone) => {
+    const now = Date.now();
+    if (now - last < 500 && bytesDone !== bytesTotal) return;
+    last = now;
+    Context.current().heartbeat({ step, bytesDone, bytesTotal } satisfies Progress);
+  };
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Ids become path components: only a uuid may. */
+function checkedId(kind: string, id: string): string {
+  if (!UUID.test(id)) {
+    throw ApplicationFailure.create({ type: 'InvalidId', message: `${kind} id '${id}' is not a UUID`, nonRetryable: true });
+  }
+  return id.toLowerCase();
+}
+
+export interface SpawnRequest {
+  instance: Instance;
+  imageId: string;
+  /**
+   * `overlay`: the image is a boot image, cached once under _base and shared by qcow2 overlays
+   * (as Nova's image cache). `standalone`: the image is this instance's shelve snapshot, which is
+   * deleted from Glance right after, so it becomes the instance's own disk.
+   */
+  disk: 'overlay' | 'standalone';
+}
+
+export function createComputeActivities(config: Config['compute'], libvirt: LibvirtConnection, glance: GlanceClient) {
+  const instanceDir = (instanceUuid: string) => path.join(config.instancesPath, checkedId('instance', instanceUuid));
+  const diskPath = (instanceUuid: string) => path.join(instanceDir(instanceUuid), 'disk');
+
+  /** Streams an image from Glance into `file`, refusing it when its hash is not Glance's. */
+  async function download(owner: Instance, imageId: string, file: string): Promise<void> {
+    const image = await glance.getImage(owner, imageId);
+    if (!image) {
+      throw ApplicationFailure.create({
+        type: 'ImageNotFound',
+        message: `Image ${imageId} could not be found.`,
+        nonRetryable: true,
+      });
+    }
+    const digest = new ImageDigest(progressReporter('download', image.size ?? undefined));
+    const partial = `${file}.part`;
+    const { cancellationSignal } = Context.current();
+    await pipeline(
+      await glance.downloadImageData(owner, imageId, cancellationSignal),
+      digest,
+      createWriteStream(partial),
+      { signal: cancellationSignal },
+    );
+    const { osHashValue, bytes } = digest.result();
+    if (image.os_hash_value && image.os_hash_value !== osHashValue) {
+      await rm(partial, { force: true });
+      throw ApplicationFailure.create({
+        type: 'ImageCorrupt',
+        message: `Image ${imageId} failed verification: ${bytes} bytes received with sha512 ${osHashValue.slice(0, 16)}…, Glance records ${image.os_hash_value.slice(0, 16)}…`,
+        nonRetryable: true,
+      });
+    }
+    await rename(partial, file);
+  }
+
+    /** Starts the instance's defined domain, if it is not running already. */
+  async function powerOnInstance({ instanceUuid }: { instanceUuid: string }): Promise<PowerState> {
+    const domain = await libvirt.lookupInstance(instanceUuid);
+    if (!domain) {
+      throw ApplicationFailure.create({
+        type: 'InstanceNotFoundOnHost',
+        message: `Instance ${instanceUuid} has no domain on host ${config.host}.`,
+        nonRetryable: true,
+      });
+    }
+    if ((await domain.getInfo()).state === DomainState.SHUTOFF) await domain.create();
+    return powerStateOf((await domain.getInfo()).state);
+  }
+
+  return {
+    /**
+     * Powers the instance off: a clean shutdown request, up to `timeout` seconds for the guest to
+     * stop, then destroy (spec §5.6). Returns the power_state after.
+     */
+    async powerOffInstance({ instanceUuid, timeout }: { instanceUuid: string; timeout: number }): Promise<PowerState> {
+      const domain = await libvirt.lookupInstance(instanceUuid);
+      if (!domain) return PowerState.NOSTATE;
+      const running = async () => {
+        const { state } = await domain.getInfo();
+        return state !== DomainState.SHUTOFF && state !== DomainState.CRASHED;
+      };
+      if (await running()) {
+        if (timeout > 0) {
+          log.info('requesting a clean shutdown', { instanceUuid, timeout });
+          await domain.shutdown();
+          const deadline = Date.now() + timeout * 1000;
+          while (Date.now() < deadline && (await running())) {
+            Context.current().heartbeat({ step: 'waiting for guest shutdown' } satisfies Progress);
+            await sleep(1000);
+          }
+        }
+        if (await running()) {
+          log.info('destroying the domain', { instanceUuid });
+          await domain.destroy();
+        }
+      }
+      return powerStateOf((await domain.getInfo()).state);
+    },
+
+    /**
+     * Copies the powered-off instance's root disk into a standalone qcow2 and streams it into the
+     * queued Glance image, checking that Glance stored exactly what was sent.
+     */
+    async snapshotInstance({ instance, imageId }: { instance: Instance; imageId: string }): Promise<{ size: number }> {
+      const existing = await glance.getImage(instance, imageId);
+      if (existing?.status === 'active') return { size: existing.size ?? 0 };
+      const snapshot = path.join(instanceDir(instance.uuid), `snapshot-${checkedId('image', imageId)}.qcow2`);
+      try {
+        Context.current().heartbeat({ step: 'extracting disk' } satisfies Progress);
+        await qemuImg.convert(diskPath(instance.uuid), snapshot, 'qcow2');
+        const { size } = await stat(snapshot);
+        const digest = new ImageDigest(progressReporter('upload', size));
+        const data = createReadStream(snapshot).pipe(digest);
+        await glance.uploadImageData(instance, imageId, data, size, Context.current().cancellationSignal);
+        const sent = digest.result();
+        const stored = await glance.getImage(instance, imageId);
+        if (stored?.status !== 'active' || stored.os_hash_value !== sent.osHashValue) {
+          throw ApplicationFailure.create({
+            type: 'ImageUploadMismatch',
+            message: `Glance image ${imageId} is ${stored?.status ?? 'missing'} with hash ${stored?.os_hash_value?.slice(0, 16) ?? '-'}… after ${sent.bytes} bytes were sent with hash ${sent.osHashValue.slice(0, 16)}…`,
+          });
+        }
+        log.info('snapshot uploaded', { instanceUuid: instance.uuid, imageId, bytes: size });
+        return { size };
+      } finally {
+        await rm(snapshot, { force: true });
+      }
+    },
+
+    /** Undefines the domain and removes the instance's files from this host. */
+    async destroyInstance({ instanceUuid }: { instanceUuid: string }): Promise<void> {
+      const domain = await libvirt.lookupInstance(instanceUuid);
+      if (domain) {
+        if ((await domain.getInfo()).state !== DomainState.SHUTOFF) await domain.destroy();
+        await domain.undefine();
+      }
+      await rm(instanceDir(instanceUuid), { recursive: true, force: true });
+      log.info('instance destroyed on host', { instanceUuid, host: config.host });
+    },
+
+    /** Builds the instance's disk from an image, defines its domain and starts it. */
+    async spawnInstance({ instance, imageId, disk }: SpawnRequest): Promise<PowerState> {
+      const existing = await libvirt.lookupInstance(instance.uuid);
+      if (!existing) {
+        const root = diskPath(instance.uuid);
+        await mkdir(instanceDir(instance.uuid), { recursive: true });
+        const rootSize = instance.flavor.rootGb * 1024 ** 3;
+        if (disk === 'standalone') {
+          await download(instance, imageId, root);
+        } else {
+          const base = path.join(config.instancesPath, '_base', checkedId('image', imageId));
+          await mkdir(path.dirname(base), { recursive: true });
+          await stat(base).catch(() => download(instance, imageId, base));
+          const { format, virtualSize } = await qemuImg.imageInfo(base);
+          await rm(root, { force: true });
+          await qemuImg.createOverlay(root, base, format, Math.max(rootSize, virtualSize));
+        }
+        const { format } = await qemuImg.imageInfo(root);
+        const hypervisor = await libvirt.open();
+        await hypervisor.domainDefineXML(domainXml(instance, { path: root, format }, config.virtType));
+      }
+      return powerOnInstance({ instanceUuid: instance.uuid });
+    },
+
+    powerOnInstance,
+  };
+}
+
+export type ComputeActivities = ReturnType<typeof createComputeActivities>;

@@ -1,0 +1,336 @@
+// Activities on PostgreSQL, the record users and the API read. Every write to an instance that
+// an action makes is a compare-and-swap on task_state (Nova's expected_task_state), so two
+// actions on one instance can never interleave.
+import { ApplicationFailure } from '@temporalio/common';
+import type { Pool, PoolClient, QueryResultRow } from 'pg';
+import {
+  ALLOWED_VM_STATES,
+  type Flavor,
+  type Instance,
+  type InstanceAction,
+  type PowerState,
+  type TaskState,
+  VmState,
+} from '../lib/nova.js';
+
+export interface ClaimRequest {
+  instanceUuid: string;
+  action: InstanceAction;
+  /** The task_state the claim sets (shelving, shelving_offloading, unshelving). */
+  taskState: TaskState;
+  requestId: string;
+}
+
+export interface InstanceChanges {
+  vmState?: VmState;
+  taskState?: TaskState | null;
+  powerState?: PowerState;
+  host?: string | null;
+  node?: string | null;
+  availabilityZone?: string | null;
+  /** Set launched_at to the database's now(). */
+  launched?: boolean;
+}
+
+export interface SaveRequest {
+  instanceUuid: string;
+  requestId: string;
+  /** task_states the instance may be in for the save to happen (null = no task). */
+  expectedTaskStates: (TaskState | null)[];
+  changes: InstanceChanges;
+  setSystemMetadata?: Record<string, string>;
+  removeSystemMetadata?: readonly string[];
+}
+
+export interface CreateInstanceRequest {
+  uuid: string;
+  displayName: string;
+  projectId: string;
+  userId: string;
+  imageRef: string;
+  flavor: Flavor;
+  requestId: string;
+  /** system_metadata at build, e.g. the image's properties as image_* keys. */
+  systemMetadata: Record<string, string>;
+}
+
+export interface Destination {
+  host: string;
+  node: string;
+  availabilityZone: string;
+}
+
+/** How long a compute host may stay silent before the scheduler counts it as down. */
+const SERVICE_DOWN_SECONDS = 60;
+
+function instanceFromRow(row: QueryResultRow, systemMetadata: Record<string, string>): Instance {
+  return {
+    uuid: row.uuid,
+    displayName: row.display_name,
+    projectId: row.project_id,
+    userId: row.user_id,
+    host: row.host,
+    node: row.node,
+    availabilityZone: row.availability_zone,
+    vmState: row.vm_state,
+    taskState: row.task_state,
+    powerState: row.power_state,
+    imageRef: row.image_ref,
+    flavor: {
+      flavorid: row.flavorid,
+      name: row.flavor_name,
+      vcpus: row.vcpus,
+      memoryMb: row.memory_mb,
+      rootGb: row.root_gb,
+      ephemeralGb: row.ephemeral_gb,
+      swap: row.swap,
+    },
+    launchedAt: row.launched_at ? (row.launched_at as Date).toISOString() : null,
+    systemMetadata,
+  };
+}
+
+async function systemMetadataOf(db: Pool | PoolClient, instanceUuid: string): Promise<Record<string, string>> {
+  const { rows } = await db.query<{ key: string; value: string }>(
+    'SELECT key, value FROM instance_system_metadata WHERE instance_uuid = $1',
+    [instanceUuid],
+  );
+  return Object.fromEntries(rows.map((row) => [row.key, row.value]));
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function instanceNotFound(instanceUuid: string): ApplicationFailure {
+  return ApplicationFailure.create({
+    type: 'InstanceNotFound',
+    message: `Instance ${instanceUuid} could not be found.`,
+    nonRetryable: true,
+  });
+}
+
+export async function getInstance(db: Pool | PoolClient, instanceUuid: string): Promise<Instance> {
+  if (!UUID.test(instanceUuid)) throw instanceNotFound(instanceUuid);
+  const { rows } = await db.query('SELECT * FROM instances WHERE uuid = $1', [instanceUuid]);
+  if (rows.length === 0) throw instanceNotFound(instanceUuid);
+  return instanceFromRow(rows[0]!, await systemMetadataOf(db, instanceUuid));
+}
+
+async function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+async function writeSystemMetadata(
+  client: PoolClient,
+  instanceUuid: string,
+  set: Record<string, string> = {},
+  remove: readonly string[] = [],
+): Promise<void> {
+  for (const [key, value] of Object.entries(set)) {
+    await client.query(
+      `INSERT INTO instance_system_metadata (instance_uuid, key, value) VALUES ($1, $2, $3)
+       ON CONFLICT (instance_uuid, key) DO UPDATE SET value = EXCLUDED.value`,
+      [instanceUuid, key, value],
+    );
+  }
+  if (remove.length > 0) {
+    await client.query('DELETE FROM instance_system_metadata WHERE instance_uuid = $1 AND key = ANY($2)', [
+      instanceUuid,
+      remove,
+    ]);
+  }
+}
+
+const COLUMN_OF: Record<Exclude<keyof InstanceChanges, 'launched'>, string> = {
+  vmState: 'vm_state',
+  taskState: 'task_state',
+  powerState: 'power_state',
+  host: 'host',
+  node: 'node',
+  availabilityZone: 'availability_zone',
+};
+
+export function createDatabaseActivities(pool: Pool) {
+  return {
+    /**
+     * Claims the instance for an action: task_state := the action's task, only if the vm_state
+     * allows the action and no other task runs. A retry by the same request passes again.
+     */
+    async claimInstance({ instanceUuid, action, taskState, requestId }: ClaimRequest): Promise<Instance> {
+      const instance = await getInstance(pool, instanceUuid);
+      const allowed: readonly VmState[] = ALLOWED_VM_STATES[action];
+      return inTransaction(pool, async (client) => {
+        const { rowCount } = await client.query(
+          `UPDATE instances SET task_state = $2, task_request_id = $3, updated_at = now()
+           WHERE uuid = $1
+             AND ((task_state IS NULL AND vm_state = ANY($4) AND launched_at IS NOT NULL)
+                  OR (task_request_id = $3 AND task_state = $2))`,
+          [instanceUuid, taskState, requestId, allowed],
+        );
+        if (rowCount === 0) {
+          const current = await getInstance(client, instanceUuid);
+          const [attribute, value] =
+            current.taskState !== null
+              ? ['task_state', current.taskState]
+              : !allowed.includes(current.vmState)
+                ? ['vm_state', current.vmState]
+                : ['launched_at', 'None'];
+          throw ApplicationFailure.create({
+            type: attribute === 'task_state' ? 'UnexpectedTaskState' : 'InstanceInvalidState',
+            message: `Cannot '${action}' instance ${instanceUuid} while it is in ${attribute} ${value}`,
+            nonRetryable: true,
+            details: [{ instanceUuid, attribute, value }],
+          });
+        }
+        if (action === 'shelve') {
+          // Keeps the original image id for unshelve and rebuild (spec §1.3, bug 1893618).
+          await writeSystemMetadata(client, instanceUuid, { image_base_image_ref: instance.imageRef });
+        }
+        return getInstance(client, instanceUuid);
+      });
+    },
+
+    /**
+     * Writes `changes` if the instance is still held by `requestId` in one of the expected
+     * task_states, or already shows the new task_state (a retry of a save that committed).
+     */
+    async saveInstance(request: SaveRequest): Promise<Instance> {
+      const { instanceUuid, requestId, expectedTaskStates, changes } = request;
+      return inTransaction(pool, async (client) => {
+        const assignments = ['updated_at = now()'];
+        const values: unknown[] = [instanceUuid, requestId];
+        for (const [field, column] of Object.entries(COLUMN_OF) as [keyof typeof COLUMN_OF, string][]) {
+          if (changes[field] === undefined) continue;
+          values.push(changes[field]);
+          assignments.push(`${column} = $${values.length}`);
+        }
+        if (changes.launched) assignments.push('launched_at = now()');
+        const accepted = [...expectedTaskStates];
+        if (changes.taskState !== undefined) accepted.push(changes.taskState);
+        values.push(accepted.filter((state) => state !== null));
+        const acceptsNull = accepted.includes(null);
+        const { rowCount } = await client.query(
+          `UPDATE instances SET ${assignments.join(', ')}
+           WHERE uuid = $1 AND task_request_id = $2
+             AND (task_state = ANY($${values.length})${acceptsNull ? ' OR task_state IS NULL' : ''})`,
+          values,
+        );
+        if (rowCount === 0) {
+          const current = await getInstance(client, instanceUuid);
+          throw ApplicationFailure.create({
+            type: 'UnexpectedTaskState',
+            message:
+              `Instance ${instanceUuid} is in task_state ${current.taskState ?? 'None'}, ` +
+              `expected ${expectedTaskStates.map((state) => state ?? 'None').join(' or ')} for this request`,
+            nonRetryable: true,
+          });
+        }
+        await writeSystemMetadata(client, instanceUuid, request.setSystemMetadata, request.removeSystemMetadata);
+        return getInstance(client, instanceUuid);
+      });
+    },
+
+    /** After a failed action: task_state := null, if this request still holds the instance. */
+    async releaseInstance({ instanceUuid, requestId }: { instanceUuid: string; requestId: string }): Promise<void> {
+      await pool.query(
+        'UPDATE instances SET task_state = NULL, updated_at = now() WHERE uuid = $1 AND task_request_id = $2',
+        [instanceUuid, requestId],
+      );
+    },
+
+    /** Records a new instance, vm_state building with task spawning; a retry finds its own row. */
+    async createInstance(request: CreateInstanceRequest): Promise<Instance> {
+      const { flavor } = request;
+      return inTransaction(pool, async (client) => {
+        const { rowCount } = await client.query(
+          `INSERT INTO instances (uuid, display_name, project_id, user_id, vm_state, task_state, task_request_id,
+             image_ref, flavorid, flavor_name, vcpus, memory_mb, root_gb, ephemeral_gb, swap)
+           VALUES ($1, $2, $3, $4, 'building', 'spawning', $5, $6, $7, $8, $9, $10, $11, $12, $13)
+           ON CONFLICT (uuid) DO NOTHING`,
+          [
+            request.uuid,
+            request.displayName,
+            request.projectId,
+            request.userId,
+            request.requestId,
+            request.imageRef,
+            flavor.flavorid,
+            flavor.name,
+            flavor.vcpus,
+            flavor.memoryMb,
+            flavor.rootGb,
+            flavor.ephemeralGb,
+            flavor.swap,
+          ],
+        );
+        const instance = await getInstance(client, request.uuid);
+        if (rowCount === 0 && instance.taskState !== 'spawning') {
+          throw ApplicationFailure.create({
+            type: 'InstanceExists',
+            message: `Instance ${request.uuid} already exists.`,
+            nonRetryable: true,
+          });
+        }
+        await writeSystemMetadata(client, request.uuid, request.systemMetadata);
+        return getInstance(client, request.uuid);
+      });
+    },
+
+    /**
+     * Picks the host an instance is spawned on: the requested one, else the live host with the
+     * fewest instances.
+     */
+    async selectDestination({ requestedHost }: { requestedHost?: string | null }): Promise<Destination> {
+      const { rows } = await pool.query<{ host: string; availability_zone: string; up: boolean }>(
+        `SELECT c.host, c.availability_zone, c.updated_at > now() - make_interval(secs => $1) AS up
+         FROM compute_nodes c LEFT JOIN instances i ON i.host = c.host
+         GROUP BY c.host ORDER BY count(i.uuid), c.host`,
+        [SERVICE_DOWN_SECONDS],
+      );
+      const candidates = requestedHost ? rows.filter((row) => row.host === requestedHost) : rows;
+      if (requestedHost && candidates.length === 0) {
+        throw ApplicationFailure.create({
+          type: 'ComputeHostNotFound',
+          message: `Compute host ${requestedHost} could not be found.`,
+          nonRetryable: true,
+        });
+      }
+      const chosen = candidates.find((row) => row.up);
+      if (!chosen) {
+        throw ApplicationFailure.create({
+          type: 'NoValidHost',
+          message: `No valid host was found: ${requestedHost ? `host ${requestedHost} is down` : 'no compute host is up'}.`,
+          nonRetryable: true,
+        });
+      }
+      return { host: chosen.host, node: chosen.host, availabilityZone: chosen.availability_zone };
+    },
+  };
+}
+
+export type DatabaseActivities = ReturnType<typeof createDatabaseActivities>;
+
+/** A compute worker's report that its host is alive, with its capacity. */
+export async function reportComputeNode(
+  pool: Pool,
+  node: { host: string; availabilityZone: string; hypervisorType: string; vcpus: number; memoryMb: number },
+): Promise<void> {
+  await pool.query(
+    `INSERT INTO compute_nodes (host, availability_zone, hypervisor_type, vcpus, memory_mb, updated_at)
+     VALUES ($1, $2, $3, $4, $5, now())
+     ON CONFLICT (host) DO UPDATE SET availability_zone = EXCLUDED.availability_zone,
+       hypervisor_type = EXCLUDED.hypervisor_type, vcpus = EXCLUDED.vcpus, memory_mb = EXCLUDED.memory_mb,
+       updated_at = now()`,
+    [node.host, node.availabilityZone, node.hypervisorType, node.vcpus, node.memoryMb],
+  );
+}

@@ -1,0 +1,79 @@
+// All configuration, read once from the environment. Defaults point at the local stack that
+// scripts/stack starts; each can be pointed at an existing deployment instead (README).
+import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export interface Config {
+  temporal: {
+    address: string;
+    namespace: string;
+    /** Task queue of the conductor worker (workflows, database and image activities). */
+    conductorTaskQueue: string;
+  };
+  databaseUrl: string;
+  glance: {
+    url: string;
+    /** A Keystone token for a Keystone-protected Glance; without one, Glance must run no-auth. */
+    authToken: string | undefined;
+  };
+  compute: {
+    /** This hypervisor host's name, Nova's CONF.host. */
+    host: string;
+    availabilityZone: string;
+    libvirtUri: string;
+    /** libvirt domain type: kvm where /dev/kvm exists, else qemu (TCG). */
+    virtType: 'kvm' | 'qemu';
+    /** Where instance folders (disks) and the image cache (_base) live on this host. */
+    instancesPath: string;
+  };
+  /** Seconds to wait for a clean guest shutdown before destroying the domain (Nova: 60). */
+  shutdownTimeout: number;
+  /** -1 never offload, 0 offload at once, N > 0 offload after N seconds (Nova: 0). */
+  shelvedOffloadTime: number;
+  logLevel: string;
+}
+
+function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min) {
+    throw new Error(`${name} must be an integer >= ${min}, got '${raw}'`);
+  }
+  return value;
+}
+
+function virtType(env: NodeJS.ProcessEnv): 'kvm' | 'qemu' {
+  const raw = env.LIBVIRT_VIRT_TYPE ?? (existsSync('/dev/kvm') ? 'kvm' : 'qemu');
+  if (raw !== 'kvm' && raw !== 'qemu') throw new Error(`LIBVIRT_VIRT_TYPE must be kvm or qemu, got '${raw}'`);
+  return raw;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  return {
+    temporal: {
+      address: env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
+      namespace: env.TEMPORAL_NAMESPACE ?? 'default',
+      conductorTaskQueue: env.CONDUCTOR_TASK_QUEUE ?? 'shelve',
+    },
+    databaseUrl: env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/vm_shelve',
+    glance: {
+      url: (env.GLANCE_URL ?? 'http://127.0.0.1:9292').replace(/\/+$/, ''),
+      authToken: env.GLANCE_AUTH_TOKEN || undefined,
+    },
+    compute: {
+      host: env.COMPUTE_HOST ?? hostname(),
+      availabilityZone: env.AVAILABILITY_ZONE ?? 'nova',
+      libvirtUri: env.LIBVIRT_URI ?? 'qemu:///system',
+      virtType: virtType(env),
+      instancesPath: path.resolve(env.INSTANCES_PATH ?? path.join(repoDir, '.stack', 'instances')),
+    },
+    shutdownTimeout: integer(env, 'SHUTDOWN_TIMEOUT', 60, 0),
+    shelvedOffloadTime: integer(env, 'SHELVED_OFFLOAD_TIME', 0, -1),
+    logLevel: env.LOG_LEVEL ?? 'info',
+  };
+}

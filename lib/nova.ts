@@ -1,0 +1,192 @@
+// Nova's vocabulary for an instance's life (../shared/spec/shelve-behaviour.md §1, §2).
+// Pure data and functions only: the workflow sandbox imports this module too.
+
+export const VmState = {
+  BUILDING: 'building',
+  ACTIVE: 'active',
+  STOPPED: 'stopped',
+  PAUSED: 'paused',
+  SUSPENDED: 'suspended',
+  SHELVED: 'shelved',
+  SHELVED_OFFLOADED: 'shelved_offloaded',
+  ERROR: 'error',
+} as const;
+export type VmState = (typeof VmState)[keyof typeof VmState];
+
+export const TaskState = {
+  SPAWNING: 'spawning',
+  SHELVING: 'shelving',
+  SHELVING_IMAGE_PENDING_UPLOAD: 'shelving_image_pending_upload',
+  SHELVING_IMAGE_UPLOADING: 'shelving_image_uploading',
+  SHELVING_OFFLOADING: 'shelving_offloading',
+  UNSHELVING: 'unshelving',
+  POWERING_ON: 'powering-on',
+} as const;
+export type TaskState = (typeof TaskState)[keyof typeof TaskState];
+
+/** Nova's power_state integers. */
+export const PowerState = {
+  NOSTATE: 0,
+  RUNNING: 1,
+  PAUSED: 3,
+  SHUTDOWN: 4,
+  CRASHED: 6,
+  SUSPENDED: 7,
+} as const;
+export type PowerState = (typeof PowerState)[keyof typeof PowerState];
+
+/** The vm_states each action may start from (spec §1.2). */
+export const ALLOWED_VM_STATES = {
+  shelve: [VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED],
+  shelveOffload: [VmState.SHELVED],
+  unshelve: [VmState.SHELVED, VmState.SHELVED_OFFLOADED],
+} as const satisfies Record<string, readonly VmState[]>;
+export type InstanceAction = keyof typeof ALLOWED_VM_STATES;
+
+/** API status shown for a vm_state (spec §1.1). */
+export function serverStatus(vmState: VmState): string {
+  const byVmState: Record<VmState, string> = {
+    building: 'BUILD',
+    active: 'ACTIVE',
+    stopped: 'SHUTOFF',
+    paused: 'PAUSED',
+    suspended: 'SUSPENDED',
+    shelved: 'SHELVED',
+    shelved_offloaded: 'SHELVED_OFFLOADED',
+    error: 'ERROR',
+  };
+  return byVmState[vmState];
+}
+
+export interface Flavor {
+  flavorid: string;
+  name: string;
+  vcpus: number;
+  memoryMb: number;
+  rootGb: number;
+  ephemeralGb: number;
+  swap: number;
+}
+
+export interface Instance {
+  uuid: string;
+  displayName: string;
+  projectId: string;
+  userId: string;
+  host: string | null;
+  node: string | null;
+  availabilityZone: string | null;
+  vmState: VmState;
+  taskState: TaskState | null;
+  powerState: PowerState;
+  /** Glance id of the image the instance was built from; '' for a volume-backed instance. */
+  imageRef: string;
+  flavor: Flavor;
+  launchedAt: string | null;
+  systemMetadata: Record<string, string>;
+}
+
+/** system_metadata keys written at shelve and removed at unshelve (spec §2.1). */
+export const SHELVE_METADATA_KEYS = ['shelved_at', 'shelved_image_id', 'shelved_host'] as const;
+
+/** Nova's shelved_at format: naive UTC isoformat with microseconds, e.g. 2024-05-01T10:00:00.123000. */
+export function shelvedAtTimestamp(date: Date): string {
+  return date.toISOString().replace(/\.(\d{3})Z$/, '.$1000');
+}
+
+/** Name of the snapshot image a shelve creates. */
+export function shelvedImageName(instance: Pick<Instance, 'displayName'>): string {
+  return `${instance.displayName}-shelved`;
+}
+
+// system_metadata image_* keys that are not inherited by a snapshot (spec §2.3).
+const NON_INHERITABLE_IMAGE_PROPERTIES = new Set([
+  'mappings',
+  'block_device_mapping',
+  'cinder_encryption_key_id',
+  'cinder_encryption_key_deletion_policy',
+  'cache_in_nova',
+  'bittorrent',
+  // Glance's own columns, stored with the image_ prefix at build: not properties.
+  'disk_format',
+  'container_format',
+  'min_ram',
+  'min_disk',
+]);
+
+function inheritable(property: string): boolean {
+  return (
+    !NON_INHERITABLE_IMAGE_PROPERTIES.has(property) &&
+    !property.startsWith('img_') &&
+    !property.startsWith('os_glance')
+  );
+}
+
+/**
+ * The properties of the snapshot image a shelve uploads, as Nova sets them (spec §2.3): every
+ * image_* system_metadata entry with the prefix stripped, the flavor as instance_type_*, and the
+ * snapshot markers.
+ */
+export function snapshotImageProperties(instance: Instance): Record<string, string> {
+  const properties: Record<string, string> = {};
+  for (const [key, value] of Object.entries(instance.systemMetadata)) {
+    if (!key.startsWith('image_')) continue;
+    const property = key.slice('image_'.length);
+    if (inheritable(property)) properties[property] = value;
+  }
+  const { flavor } = instance;
+  Object.assign(properties, {
+    instance_type_name: flavor.name,
+    instance_type_flavorid: flavor.flavorid,
+    instance_type_vcpus: String(flavor.vcpus),
+    instance_type_memory_mb: String(flavor.memoryMb),
+    instance_type_root_gb: String(flavor.rootGb),
+    instance_type_ephemeral_gb: String(flavor.ephemeralGb),
+    instance_type_swap: String(flavor.swap),
+    instance_uuid: instance.uuid,
+    user_id: instance.userId,
+    owner_id: instance.projectId,
+    image_type: 'snapshot',
+    image_location: 'snapshot',
+    image_state: 'available',
+  });
+  return properties;
+}
+
+// Glance's own fields of an image, which are not image properties.
+const GLANCE_IMAGE_FIELDS = new Set([
+  'id',
+  'name',
+  'status',
+  'owner',
+  'visibility',
+  'protected',
+  'os_hidden',
+  'size',
+  'virtual_size',
+  'checksum',
+  'os_hash_algo',
+  'os_hash_value',
+  'created_at',
+  'updated_at',
+  'tags',
+  'self',
+  'file',
+  'schema',
+  'stores',
+  'locations',
+  'direct_url',
+]);
+
+/**
+ * The system_metadata Nova keeps of the image an instance was built from: its disk and container
+ * formats, minimums and properties, each as `image_<name>` (spec §2.3).
+ */
+export function imageSystemMetadata(image: Record<string, unknown>): Record<string, string> {
+  const metadata: Record<string, string> = {};
+  for (const [name, value] of Object.entries(image)) {
+    if (GLANCE_IMAGE_FIELDS.has(name) || value === null || value === undefined) continue;
+    metadata[`image_${name}`] = typeof value === 'string' ? value : JSON.stringify(value);
+  }
+  return metadata;
+}

@@ -1,0 +1,17 @@
+// Names shared by the workflows and the clients that start them. Workflow-safe: no I/O.
+import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+
+/** Task queue of a compute host's worker: hypervisor work runs only there. */
+export function computeTaskQueue(host: string): string {
+  return `compute@${host}`;
+}
+
+/** Readable workflow ids derived from the instance uuid, e.g. shelve-6f1c…, so the Web UI finds them. */
+export function workflowId(action: 'build' | 'shelve' | 'shelveOffload' | 'unshelve', instanceUuid: string): string {
+  return `${action}-${instanceUuid}`;
+}
+
+// Custom search attributes (registered by scripts/stack) that make every action on a VM filterable.
+export const InstanceUuid = defineSearchAttributeKey('InstanceUuid', SearchAttributeType.KEYWORD);
+export const ComputeHost = defineSearchAttributeKey('ComputeHost', SearchAttributeType.KEYWORD);
+export const InstanceAction = defineSearchAttributeKey('InstanceAction', SearchAttributeType.KEYWORD);

@@ -1,0 +1,54 @@
+// The compute worker of one hypervisor host: libvirt and disk activities on its own task queue.
+// It registers its host with the scheduler and reports it alive every few seconds.
+import { type NativeConnection, Worker } from '@temporalio/worker';
+import pg from 'pg';
+import { createComputeActivities } from '../activities/compute.js';
+import { reportComputeNode } from '../activities/database.js';
+import { type Config, loadConfig } from '../lib/config.js';
+import { GlanceClient } from '../lib/glance.js';
+import { LibvirtConnection } from '../lib/libvirt.js';
+import { logger } from '../lib/logger.js';
+import { computeTaskQueue } from '../lib/temporal.js';
+import { connectWorker, installRuntimeLogging, isMain } from './runtime.js';
+
+const REPORT_INTERVAL_MS = 10_000;
+
+export async function createComputeWorker(config: Config, connection: NativeConnection, libvirt: LibvirtConnection) {
+  return Worker.create({
+    connection,
+    namespace: config.temporal.namespace,
+    taskQueue: computeTaskQueue(config.compute.host),
+    activities: createComputeActivities(config.compute, libvirt, new GlanceClient(config.glance)),
+  });
+}
+
+/** Reports the host to the scheduler now and then every few seconds; returns the stop function. */
+export async function reportHostAlive(config: Config, pool: pg.Pool, libvirt: LibvirtConnection) {
+  const info = await (await libvirt.open()).nodeGetInfo();
+  const report = () =>
+    reportComputeNode(pool, {
+      host: config.compute.host,
+      availabilityZone: config.compute.availabilityZone,
+      hypervisorType: config.compute.virtType,
+      vcpus: info.cpus,
+      memoryMb: Math.floor(info.memory / 1024),
+    });
+  await report();
+  const timer = setInterval(() => {
+    report().catch((error: unknown) => logger.warn({ err: error }, 'host report failed'));
+  }, REPORT_INTERVAL_MS);
+  return () => clearInterval(timer);
+}
+
+if (isMain(import.meta.url)) {
+  installRuntimeLogging();
+  const config = loadConfig();
+  const pool = new pg.Pool({ connectionString: config.databaseUrl });
+  const libvirt = new LibvirtConnection(config.compute.libvirtUri);
+  const worker = await createComputeWorker(config, await connectWorker(config), libvirt);
+  const stopReporting = await reportHostAlive(config, pool, libvirt);
+  logger.info({ host: config.compute.host, taskQueue: computeTaskQueue(config.compute.host) }, 'compute worker started');
+  await worker.run();
+  stopReporting();
+  await Promise.all([pool.end(), libvirt.close()]);
+}

@@ -1,0 +1,35 @@
+// The conductor worker: the workflows, and the activities on PostgreSQL and Glance.
+import { fileURLToPath } from 'node:url';
+import { type NativeConnection, Worker } from '@temporalio/worker';
+import pg from 'pg';
+import { createDatabaseActivities } from '../activities/database.js';
+import { createImageActivities } from '../activities/images.js';
+import { createSettingsActivities } from '../activities/settings.js';
+import { type Config, loadConfig } from '../lib/config.js';
+import { GlanceClient } from '../lib/glance.js';
+import { logger } from '../lib/logger.js';
+import { connectWorker, installRuntimeLogging, isMain } from './runtime.js';
+
+export async function createConductorWorker(config: Config, connection: NativeConnection, pool: pg.Pool) {
+  return Worker.create({
+    connection,
+    namespace: config.temporal.namespace,
+    taskQueue: config.temporal.conductorTaskQueue,
+    workflowsPath: fileURLToPath(new URL('../workflows/index.ts', import.meta.url)),
+    activities: {
+      ...createDatabaseActivities(pool),
+      ...createImageActivities(new GlanceClient(config.glance)),
+      ...createSettingsActivities(config),
+    },
+  });
+}
+
+if (isMain(import.meta.url)) {
+  installRuntimeLogging();
+  const config = loadConfig();
+  const pool = new pg.Pool({ connectionString: config.databaseUrl });
+  const worker = await createConductorWorker(config, await connectWorker(config), pool);
+  logger.info({ taskQueue: config.temporal.conductorTaskQueue }, 'conductor worker started');
+  await worker.run();
+  await pool.end();
+}

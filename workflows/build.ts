@@ -1,0 +1,89 @@
+// Build: create an instance from a Glance image and a flavor on a host, as Nova's boot does in
+// short: record it, pick a host, build its disk, define and start its domain, record it ACTIVE.
+import { ApplicationFailure, uuid4 } from '@temporalio/workflow';
+import { type Flavor, imageSystemMetadata, type Instance, TaskState, VmState } from '../lib/nova.js';
+import { compute, database, images } from './activities.js';
+import { reason, step, tagWorkflow, withRollback } from './common.js';
+
+export interface BuildInput {
+  /** Chosen by the caller so it can name the workflow after it; made here when absent. */
+  instanceUuid?: string;
+  displayName: string;
+  projectId: string;
+  userId: string;
+  imageRef: string;
+  flavor: Flavor;
+  host?: string;
+  requestId?: string;
+}
+
+export async function buildInstance(input: BuildInput): Promise<Instance> {
+  for (const field of ['displayName', 'projectId', 'userId', 'imageRef'] as const) {
+    if (typeof input?.[field] !== 'string' || input[field] === '') {
+      throw ApplicationFailure.create({
+        type: 'InvalidInput',
+        message: `buildInstance needs ${field} (a non-empty string)`,
+        nonRetryable: true,
+      });
+    }
+  }
+  const instanceUuid = input.instanceUuid ?? uuid4();
+  const requestId = input.requestId ?? `req-${instanceUuid}`;
+  tagWorkflow({ instanceUuid, action: 'build' });
+  const owner = { projectId: input.projectId, userId: input.userId };
+
+  step(`checking image ${input.imageRef}`);
+  const image = await images
+    .getActiveImage({ owner, imageId: input.imageRef })
+    .catch((error: unknown) => Promise.reject(reason(error)));
+  step('recording the instance');
+  const instance = await database.createInstance({
+    uuid: instanceUuid,
+    displayName: input.displayName,
+    projectId: input.projectId,
+    userId: input.userId,
+    imageRef: input.imageRef,
+    flavor: input.flavor,
+    requestId,
+    systemMetadata: imageSystemMetadata(image),
+  });
+
+  const fail = async () => {
+    await database.saveInstance({
+      instanceUuid,
+      requestId,
+      expectedTaskStates: [TaskState.SPAWNING],
+      changes: { vmState: VmState.ERROR, taskState: null },
+    });
+  };
+  const destination = await withRollback(() => database.selectDestination({ requestedHost: input.host }), fail);
+  tagWorkflow({ host: destination.host });
+  const placed = await database.saveInstance({
+    instanceUuid,
+    requestId,
+    expectedTaskStates: [TaskState.SPAWNING],
+    changes: { host: destination.host, node: destination.node, availabilityZone: destination.availabilityZone },
+  });
+
+  return withRollback(
+    async () => {
+      step(`spawning on ${destination.host}`);
+      const powerState = await compute(destination.host).spawnInstance({
+        instance: placed,
+        imageId: instance.imageRef,
+        disk: 'overlay',
+      });
+      step('recording the instance as active');
+      return database.saveInstance({
+        instanceUuid,
+        requestId,
+        expectedTaskStates: [TaskState.SPAWNING],
+        changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
+      });
+    },
+    async () => {
+      await compute(destination.host).destroyInstance({ instanceUuid });
+      await fail();
+    },
+  );
+}

@@ -1,0 +1,5 @@
+// The workflows the conductor worker runs.
+export { buildInstance } from './build.js';
+export { shelveOffloadInstance } from './offload.js';
+export { shelveInstance } from './shelve.js';
+export { unshelveInstance } from './unshelve.js';

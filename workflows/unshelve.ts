@@ -1,0 +1,122 @@
+// Unshelve: a SHELVED instance powers on again on its own host; a SHELVED_OFFLOADED one is
+// spawned as new from its snapshot on a host the scheduler picks (or the one asked for). Then
+// the snapshot is deleted and the shelve metadata cleared (spec §1.6).
+import { ApplicationFailure, log } from '@temporalio/workflow';
+import { type Instance, PowerState, SHELVE_METADATA_KEYS, TaskState, VmState } from '../lib/nova.js';
+import { compute, database, images } from './activities.js';
+import { type ActionInput, checkedInput, reason, step, tagWorkflow, withRollback } from './common.js';
+
+export interface UnshelveInput extends ActionInput {
+  /** Spawn on this host (Nova 2.91, admin-only through the API); only for SHELVED_OFFLOADED. */
+  host?: string;
+}
+
+export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instance> {
+  const { instanceUuid, requestId, host: requestedHost } = checkedInput('unshelveInstance', rawInput);
+  tagWorkflow({ instanceUuid, action: 'unshelve' });
+
+  step('claiming the instance');
+  const instance = await database
+    .claimInstance({ instanceUuid, action: 'unshelve', taskState: TaskState.UNSHELVING, requestId })
+    .catch((error: unknown) => Promise.reject(reason(error)));
+  const release = () => database.releaseInstance({ instanceUuid, requestId });
+  const imageId = instance.systemMetadata.shelved_image_id;
+
+  const finished = await withRollback(async () => {
+    if (instance.vmState === VmState.SHELVED) {
+      if (requestedHost) {
+        throw ApplicationFailure.create({
+          type: 'UnshelveInstanceInvalidState',
+          message: `The unshelve of instance ${instanceUuid} names a host, but its status is SHELVED. The server status must be SHELVED_OFFLOADED.`,
+          nonRetryable: true,
+        });
+      }
+      return powerOnInPlace(instance, requestId);
+    }
+    return spawnFromSnapshot(instance, requestId, requestedHost);
+  }, release);
+
+  if (imageId) {
+    step(`deleting snapshot image ${imageId}`);
+    // Best effort, as in Nova: the instance is already running and must stay so.
+    await images
+      .deleteImage({ owner: instance, imageId })
+      .catch((error: unknown) => log.warn('snapshot image not deleted', { imageId, error: String(reason(error)) }));
+  }
+  return finished;
+}
+
+async function powerOnInPlace(instance: Instance, requestId: string): Promise<Instance> {
+  const { uuid: instanceUuid, host } = instance;
+  tagWorkflow({ host });
+  await database.saveInstance({
+    instanceUuid,
+    requestId,
+    expectedTaskStates: [TaskState.UNSHELVING],
+    changes: { taskState: TaskState.POWERING_ON },
+  });
+  step(`powering on on ${host}`);
+  const powerState = await compute(host!).powerOnInstance({ instanceUuid });
+  step('recording the instance as active');
+  return database.saveInstance({
+    instanceUuid,
+    requestId,
+    expectedTaskStates: [TaskState.POWERING_ON],
+    changes: { vmState: VmState.ACTIVE, taskState: null, powerState },
+    removeSystemMetadata: SHELVE_METADATA_KEYS,
+  });
+}
+
+async function spawnFromSnapshot(instance: Instance, requestId: string, requestedHost?: string): Promise<Instance> {
+  const { uuid: instanceUuid } = instance;
+  const imageId = instance.systemMetadata.shelved_image_id;
+  if (!imageId) {
+    throw ApplicationFailure.create({
+      type: 'UnshelveException',
+      message: `Instance ${instanceUuid} has no shelved_image_id to unshelve from.`,
+      nonRetryable: true,
+    });
+  }
+  step(`checking snapshot image ${imageId}`);
+  await images.getActiveImage({ owner: instance, imageId });
+
+  step(requestedHost ? `checking host ${requestedHost}` : 'scheduling');
+  const destination = await database.selectDestination({ requestedHost });
+  tagWorkflow({ host: destination.host });
+  const spawning = await database.saveInstance({
+    instanceUuid,
+    requestId,
+    expectedTaskStates: [TaskState.UNSHELVING],
+    changes: {
+      taskState: TaskState.SPAWNING,
+      host: destination.host,
+      node: destination.node,
+      availabilityZone: destination.availabilityZone,
+    },
+  });
+
+  return withRollback(
+    async () => {
+      step(`spawning on ${destination.host} from image ${imageId}`);
+      const powerState = await compute(destination.host).spawnInstance({ instance: spawning, imageId, disk: 'standalone' });
+      step('recording the instance as active');
+      return database.saveInstance({
+        instanceUuid,
+        requestId,
+        expectedTaskStates: [TaskState.SPAWNING],
+        changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
+        removeSystemMetadata: SHELVE_METADATA_KEYS,
+      });
+    },
+    async () => {
+      // No half-built domain stays behind; the instance goes back to offloaded, image kept.
+      await compute(destination.host).destroyInstance({ instanceUuid });
+      await database.saveInstance({
+        instanceUuid,
+        requestId,
+        expectedTaskStates: [TaskState.SPAWNING],
+        changes: { taskState: null, host: null, node: null, availabilityZone: null, powerState: PowerState.SHUTDOWN },
+      });
+    },
+  );
+}
