@@ -54,9 +54,19 @@ export interface SpawnRequest {
   disk: 'overlay' | 'standalone';
 }
 
+/** The folder holding an instance's files on its host. */
+export function instanceDirectory(instancesPath: string, instanceUuid: string): string {
+  return path.join(instancesPath, checkedId('instance', instanceUuid));
+}
+
+/** An instance's root disk on its host. */
+export function rootDiskPath(instancesPath: string, instanceUuid: string): string {
+  return path.join(instanceDirectory(instancesPath, instanceUuid), 'disk');
+}
+
 export function createComputeActivities(config: Config['compute'], libvirt: LibvirtConnection, glance: GlanceClient) {
-  const instanceDir = (instanceUuid: string) => path.join(config.instancesPath, checkedId('instance', instanceUuid));
-  const diskPath = (instanceUuid: string) => path.join(instanceDir(instanceUuid), 'disk');
+  const instanceDir = (instanceUuid: string) => instanceDirectory(config.instancesPath, instanceUuid);
+  const diskPath = (instanceUuid: string) => rootDiskPath(config.instancesPath, instanceUuid);
 
   /** Streams an image from Glance into `file`, refusing it when its hash is not Glance's. */
   async function download(owner: Instance, imageId: string, file: string): Promise<void> {

@@ -1,0 +1,86 @@
+// Starting an action's workflow from a client (demo, tests, later the API and CLI), and watching
+// the instance change while it runs.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Client, type WorkflowHandle } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { Pool } from 'pg';
+import { getInstance } from '../activities/database.js';
+import type { Progress } from '../activities/compute.js';
+import type { Config } from './config.js';
+import type { Instance } from './nova.js';
+import { workflowId } from './temporal.js';
+import type { buildInstance, shelveInstance, shelveOffloadInstance, unshelveInstance } from '../workflows/index.js';
+
+const WORKFLOWS = {
+  build: 'buildInstance',
+  shelve: 'shelveInstance',
+  shelveOffload: 'shelveOffloadInstance',
+  unshelve: 'unshelveInstance',
+} as const;
+
+interface ActionInputs {
+  build: Parameters<typeof buildInstance>[0] & { instanceUuid: string };
+  shelve: Parameters<typeof shelveInstance>[0];
+  shelveOffload: Parameters<typeof shelveOffloadInstance>[0];
+  unshelve: Parameters<typeof unshelveInstance>[0];
+}
+export type Action = keyof ActionInputs;
+
+export function startAction<A extends Action>(
+  client: Client,
+  config: Config,
+  action: A,
+  input: ActionInputs[A],
+): Promise<WorkflowHandle> {
+  return client.workflow.start(WORKFLOWS[action], {
+    taskQueue: config.temporal.conductorTaskQueue,
+    workflowId: workflowId(action, input.instanceUuid),
+    args: [input],
+    staticSummary: `${action} instance ${input.instanceUuid}`,
+  });
+}
+
+/** The progress a running activity last reported in its heartbeat, if any. */
+export async function currentProgress(handle: WorkflowHandle): Promise<Progress | undefined> {
+  const { raw } = await handle.describe();
+  for (const activity of raw.pendingActivities ?? []) {
+    const payload = activity.heartbeatDetails?.payloads?.[0];
+    if (payload) return defaultPayloadConverter.fromPayload<Progress>(payload);
+  }
+  return undefined;
+}
+
+export interface InstanceSnapshot {
+  instance: Instance;
+  progress?: Progress;
+}
+
+/**
+ * Calls `onChange` each time the instance's states or the action's progress change, until the
+ * workflow ends; returns its result (or throws its failure).
+ */
+export async function watchAction(
+  handle: WorkflowHandle,
+  pool: Pool,
+  instanceUuid: string,
+  onChange: (snapshot: InstanceSnapshot) => void,
+): Promise<Instance> {
+  const result = handle.result() as Promise<Instance>;
+  let done = false;
+  result.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  let last = '';
+  while (!done) {
+    const instance = await getInstance(pool, instanceUuid).catch(() => undefined);
+    const progress = await currentProgress(handle).catch(() => undefined);
+    if (instance) {
+      const key = JSON.stringify([instance.vmState, instance.taskState, instance.powerState, instance.host, progress]);
+      if (key !== last) onChange({ instance, progress });
+      last = key;
+    }
+    await Promise.race([result.catch(() => undefined), sleep(250)]);
+  }
+  return result;
+}
