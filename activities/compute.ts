@@ -38,7 +38,11 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Ids become path components: only a uuid may. */
 function checkedId(kind: string, id: string): string {
   if (!UUID.test(id)) {
-    throw ApplicationFailure.create({ type: 'InvalidId', message: `${kind} id '${id}' is not a UUID`, nonRetryable: true });
+    throw ApplicationFailure.create({
+      type: 'InvalidId',
+      message: `${kind} id '${id}' is not a UUID`,
+      nonRetryable: true,
+    });
   }
   return id.toLowerCase();
 }
@@ -99,7 +103,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
     await rename(partial, file);
   }
 
-    /** Starts the instance's defined domain, if it is not running already. */
+  /** Starts the instance's defined domain, if it is not running already. */
   async function powerOnInstance({ instanceUuid }: { instanceUuid: string }): Promise<PowerState> {
     const domain = await libvirt.lookupInstance(instanceUuid);
     if (!domain) {

@@ -10,7 +10,7 @@ import {
   type InstanceAction,
   type PowerState,
   type TaskState,
-  VmState,
+  type VmState,
 } from '../lib/nova.js';
 
 export interface ClaimRequest {

@@ -37,9 +37,7 @@ export function createImageActivities(glance: GlanceClient) {
       if (!image || image.status !== 'active') {
         throw ApplicationFailure.create({
           type: 'ImageNotFound',
-          message: image
-            ? `Image ${imageId} is ${image.status}, not active.`
-            : `Image ${imageId} could not be found.`,
+          message: image ? `Image ${imageId} is ${image.status}, not active.` : `Image ${imageId} could not be found.`,
           nonRetryable: true,
         });
       }

@@ -73,7 +73,13 @@ function glanceFailure(what: string, error: unknown): ApplicationFailure {
   if (isAxiosError(error)) {
     const status = error.response?.status;
     const body: unknown = error.response?.data;
-    const detail = typeof body === 'string' ? body.replace(/<[^>]+>/g, ' ').replace(/\s+/g, ' ').trim() : '';
+    const detail =
+      typeof body === 'string'
+        ? body
+            .replace(/<[^>]+>/g, ' ')
+            .replace(/\s+/g, ' ')
+            .trim()
+        : '';
     const reason = status ? `HTTP ${status}${detail ? `: ${detail}` : ''}` : error.message;
     return ApplicationFailure.create({
       type: 'GlanceError',

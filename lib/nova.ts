@@ -116,9 +116,7 @@ const NON_INHERITABLE_IMAGE_PROPERTIES = new Set([
 
 function inheritable(property: string): boolean {
   return (
-    !NON_INHERITABLE_IMAGE_PROPERTIES.has(property) &&
-    !property.startsWith('img_') &&
-    !property.startsWith('os_glance')
+    !NON_INHERITABLE_IMAGE_PROPERTIES.has(property) && !property.startsWith('img_') && !property.startsWith('os_glance')
   );
 }
 

@@ -42,7 +42,9 @@ const instanceUuid = randomUUID();
 
 async function run<A extends Action>(action: A, input: Parameters<typeof startAction<A>>[3]): Promise<Instance> {
   const handle = await startAction(client, config, action, input);
-  print(`${action}: workflow ${handle.workflowId} started (Web UI: http://127.0.0.1:8233/namespaces/${config.temporal.namespace}/workflows/${handle.workflowId})`);
+  print(
+    `${action}: workflow ${handle.workflowId} started (Web UI: http://127.0.0.1:8233/namespaces/${config.temporal.namespace}/workflows/${handle.workflowId})`,
+  );
   return watchAction(handle, pool, instanceUuid, ({ instance, progress }) => {
     const bytes =
       progress?.bytesDone !== undefined
@@ -73,19 +75,33 @@ try {
   instance = await run('shelve', { instanceUuid, shutdownTimeout: 3, shelvedOffloadTime: 0 });
   const shelvedImageId = instance.systemMetadata.shelved_image_id!;
   print(`shelved and offloaded: ${describe(instance)}`);
-  print(`  shelved_at=${instance.systemMetadata.shelved_at} shelved_image_id=${shelvedImageId} shelved_host=${instance.systemMetadata.shelved_host}`);
+  print(
+    `  shelved_at=${instance.systemMetadata.shelved_at} shelved_image_id=${shelvedImageId} shelved_host=${instance.systemMetadata.shelved_host}`,
+  );
   check('domain gone from libvirt', (await libvirt.lookupInstance(instanceUuid)) === null);
-  check('instance files gone from the host', !existsSync(instanceDirectory(config.compute.instancesPath, instanceUuid)));
+  check(
+    'instance files gone from the host',
+    !existsSync(instanceDirectory(config.compute.instancesPath, instanceUuid)),
+  );
   const snapshot = await glance.getImage(owner, shelvedImageId);
-  check(`image ${shelvedImageId} active in Glance (${snapshot?.name}, ${snapshot?.size} bytes)`, snapshot?.status === 'active');
-  check('image carries instance_uuid and image_type=snapshot', snapshot?.instance_uuid === instanceUuid && snapshot.image_type === 'snapshot');
+  check(
+    `image ${shelvedImageId} active in Glance (${snapshot?.name}, ${snapshot?.size} bytes)`,
+    snapshot?.status === 'active',
+  );
+  check(
+    'image carries instance_uuid and image_type=snapshot',
+    snapshot?.instance_uuid === instanceUuid && snapshot.image_type === 'snapshot',
+  );
 
   instance = await run('unshelve', { instanceUuid });
   print(`unshelved: ${describe(instance)}`);
   const domain = await libvirt.lookupInstance(instanceUuid);
   check('domain running', domain !== null && instance.powerState === 1);
   check(`image ${shelvedImageId} deleted from Glance`, (await glance.getImage(owner, shelvedImageId)) === null);
-  check('shelve metadata cleared', !('shelved_image_id' in instance.systemMetadata) && !('shelved_at' in instance.systemMetadata));
+  check(
+    'shelve metadata cleared',
+    !('shelved_image_id' in instance.systemMetadata) && !('shelved_at' in instance.systemMetadata),
+  );
   check(
     'guest-visible disk bytes equal the original',
     await sameGuestContent(disk.reference, rootDiskPath(config.compute.instancesPath, instanceUuid)),

@@ -47,7 +47,10 @@ if (isMain(import.meta.url)) {
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
   const worker = await createComputeWorker(config, await connectWorker(config), libvirt);
   const stopReporting = await reportHostAlive(config, pool, libvirt);
-  logger.info({ host: config.compute.host, taskQueue: computeTaskQueue(config.compute.host) }, 'compute worker started');
+  logger.info(
+    { host: config.compute.host, taskQueue: computeTaskQueue(config.compute.host) },
+    'compute worker started',
+  );
   await worker.run();
   stopReporting();
   await Promise.all([pool.end(), libvirt.close()]);

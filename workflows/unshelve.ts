@@ -98,7 +98,11 @@ async function spawnFromSnapshot(instance: Instance, requestId: string, requeste
   return withRollback(
     async () => {
       step(`spawning on ${destination.host} from image ${imageId}`);
-      const powerState = await compute(destination.host).spawnInstance({ instance: spawning, imageId, disk: 'standalone' });
+      const powerState = await compute(destination.host).spawnInstance({
+        instance: spawning,
+        imageId,
+        disk: 'standalone',
+      });
       step('recording the instance as active');
       return database.saveInstance({
         instanceUuid,

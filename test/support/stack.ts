@@ -1,0 +1,91 @@
+// The real stack as the tests see it: a conductor and a compute worker running in this process
+// against the services scripts/stack started, plus clients to look at each service directly.
+import { execFile } from 'node:child_process';
+import { rm, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import pg from 'pg';
+import { createComputeActivities } from '../../activities/compute.js';
+import { type Config, loadConfig } from '../../lib/config.js';
+import { GlanceClient } from '../../lib/glance.js';
+import { domainName, LibvirtConnection } from '../../lib/libvirt.js';
+import { createComputeWorker, reportHostAlive } from '../../workers/compute.js';
+import { createConductorWorker } from '../../workers/conductor.js';
+
+export interface TestStack {
+  config: Config;
+  pool: pg.Pool;
+  glance: GlanceClient;
+  libvirt: LibvirtConnection;
+  client: Client;
+  /** Removes an instance's domain and files from the host, as an offload would. */
+  destroyInstance(instanceUuid: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+let runtimeInstalled = false;
+
+export async function startTestStack(overrides: Partial<NodeJS.ProcessEnv> = {}): Promise<TestStack> {
+  if (!runtimeInstalled) {
+    Runtime.install({ logger: new DefaultLogger('WARN') });
+    runtimeInstalled = true;
+  }
+  const config = loadConfig({ ...process.env, ...overrides });
+  const pool = new pg.Pool({ connectionString: config.databaseUrl });
+  const glance = new GlanceClient(config.glance);
+  const libvirt = new LibvirtConnection(config.compute.libvirtUri);
+  const workerConnection = await NativeConnection.connect({ address: config.temporal.address });
+  const workers: Worker[] = [
+    await createConductorWorker(config, workerConnection, pool),
+    await createComputeWorker(config, workerConnection, libvirt),
+  ];
+  const running = Promise.all(workers.map((worker) => worker.run()));
+  const stopReporting = await reportHostAlive(config, pool, libvirt);
+  const connection = await Connection.connect({ address: config.temporal.address });
+  const client = new Client({ connection, namespace: config.temporal.namespace });
+  const compute = createComputeActivities(config.compute, libvirt, glance);
+
+  return {
+    config,
+    pool,
+    glance,
+    libvirt,
+    client,
+    destroyInstance: (instanceUuid) => new MockActivityEnvironment().run(compute.destroyInstance, { instanceUuid }),
+    async stop() {
+      stopReporting();
+      for (const worker of workers) worker.shutdown();
+      await running;
+      await Promise.all([connection.close(), workerConnection.close(), pool.end(), libvirt.close()]);
+    },
+  };
+}
+
+const run = promisify(execFile);
+
+/**
+ * Writes `data` at `offset` of the running guest's root disk, through QEMU itself, as the guest
+ * would: the bytes land in the instance's qcow2 overlay.
+ */
+export async function guestWrite(config: Config, instanceUuid: string, offset: number, data: Buffer): Promise<void> {
+  const source = `/tmp/vm-shelve-guest-write-${instanceUuid}`;
+  await writeFile(source, data);
+  try {
+    // Flushed, as a guest would: until then QEMU may hold the qcow2 metadata in memory.
+    for (const command of [`write -s ${source} ${offset} ${data.length}`, 'flush']) {
+      const { stdout } = await run('virsh', [
+        '-c',
+        config.compute.libvirtUri,
+        'qemu-monitor-command',
+        domainName(instanceUuid),
+        '--hmp',
+        `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "${command}"`,
+      ]);
+      if (stdout.trim() !== '') throw new Error(`guest ${command.split(' ')[0]} failed: ${stdout.trim()}`);
+    }
+  } finally {
+    await rm(source, { force: true });
+  }
+}
