@@ -1,0 +1,38 @@
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../lib/config.js';
+
+describe('loadConfig', () => {
+  it('defaults to the local stack and Nova defaults', () => {
+    const config = loadConfig({ LIBVIRT_VIRT_TYPE: 'qemu' });
+    expect(config.temporal).toEqual({ address: '127.0.0.1:7233', namespace: 'default', conductorTaskQueue: 'shelve' });
+    expect(config.glance.url).toBe('http://127.0.0.1:9292');
+    expect(config.compute.libvirtUri).toBe('qemu:///system');
+    expect(config.shutdownTimeout).toBe(60);
+    expect(config.shelvedOffloadTime).toBe(0);
+  });
+
+  it('reads each part from the environment', () => {
+    const config = loadConfig({
+      TEMPORAL_ADDRESS: 'temporal.example:7233',
+      DATABASE_URL: 'postgres://db/x',
+      GLANCE_URL: 'https://glance.example/',
+      LIBVIRT_URI: 'qemu+ssh://h/system',
+      LIBVIRT_VIRT_TYPE: 'kvm',
+      COMPUTE_HOST: 'h1',
+      SHELVED_OFFLOAD_TIME: '-1',
+    });
+    expect(config.temporal.address).toBe('temporal.example:7233');
+    expect(config.databaseUrl).toBe('postgres://db/x');
+    expect(config.glance.url).toBe('https://glance.example');
+    expect(config.compute).toMatchObject({ host: 'h1', libvirtUri: 'qemu+ssh://h/system', virtType: 'kvm' });
+    expect(config.shelvedOffloadTime).toBe(-1);
+  });
+
+  it('names the variable and the value it cannot use', () => {
+    expect(() => loadConfig({ SHUTDOWN_TIMEOUT: 'soon' })).toThrow(
+      "SHUTDOWN_TIMEOUT must be an integer >= 0, got 'soon'",
+    );
+    expect(() => loadConfig({ SHELVED_OFFLOAD_TIME: '-2' })).toThrow('SHELVED_OFFLOAD_TIME must be an integer >= -1');
+    expect(() => loadConfig({ LIBVIRT_VIRT_TYPE: 'xen' })).toThrow("LIBVIRT_VIRT_TYPE must be kvm or qemu, got 'xen'");
+  });
+});

@@ -1,0 +1,41 @@
+import { DomainState } from '@unraid/libvirt';
+import { describe, expect, it } from 'vitest';
+import { domainName, domainXml, powerStateOf } from '../../lib/libvirt.js';
+
+const instance = {
+  uuid: '6f1c2b8e-3d4a-4e5f-8a9b-0c1d2e3f4a5b',
+  displayName: `<evil> & 'quoted' "name"`,
+  flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 2, memoryMb: 512, rootGb: 1, ephemeralGb: 0, swap: 0 },
+};
+
+describe('domainXml', () => {
+  it("defines the instance's domain with its uuid, flavor and root disk", () => {
+    const xml = domainXml(instance, { path: '/srv/instances/x/disk', format: 'qcow2' }, 'qemu');
+    expect(xml).toContain(`<domain type='qemu'>`);
+    expect(xml).toContain(`<name>${domainName(instance.uuid)}</name>`);
+    expect(xml).toContain(`<uuid>${instance.uuid}</uuid>`);
+    expect(xml).toContain(`<memory unit='MiB'>512</memory>`);
+    expect(xml).toContain('<vcpu>2</vcpu>');
+    expect(xml).toContain(`<driver name='qemu' type='qcow2' cache='none'/>`);
+    expect(xml).toContain(`<source file='/srv/instances/x/disk'/>`);
+  });
+
+  it('escapes the display name instead of letting it into the markup', () => {
+    const xml = domainXml(instance, { path: '/d', format: 'raw' }, 'kvm');
+    expect(xml).toContain('<title>&lt;evil&gt; &amp; &apos;quoted&apos; &quot;name&quot;</title>');
+    expect(xml).not.toContain('<evil>');
+  });
+});
+
+describe('powerStateOf', () => {
+  it("maps libvirt's domain states to Nova's power_state", () => {
+    expect(powerStateOf(DomainState.RUNNING)).toBe(1);
+    expect(powerStateOf(DomainState.BLOCKED)).toBe(1);
+    expect(powerStateOf(DomainState.PAUSED)).toBe(3);
+    expect(powerStateOf(DomainState.SHUTOFF)).toBe(4);
+    expect(powerStateOf(DomainState.SHUTDOWN)).toBe(4);
+    expect(powerStateOf(DomainState.CRASHED)).toBe(6);
+    expect(powerStateOf(DomainState.PMSUSPENDED)).toBe(7);
+    expect(powerStateOf(DomainState.NOSTATE)).toBe(0);
+  });
+});
