@@ -36,7 +36,8 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     stack = await startTestStack();
     disk = await createSampleDisk(path.join(tmpdir(), 'vm-shelve-e2e'), instanceUuid);
     bootImageId = await uploadBootImage(stack.glance, owner, disk.image, { id: randomUUID(), name: 'e2e-boot' });
-    await run('build', { instanceUuid, displayName, ...owner, imageRef: bootImageId, flavor });
+    const host = stack.config.compute.host;
+    await run('build', { instanceUuid, displayName, ...owner, imageRef: bootImageId, flavor, host });
     // The guest writes random data past the boot image's own bytes: it lives only in the overlay.
     const written = randomBytes(4 * 1024 * 1024);
     const offset = 40 * 1024 * 1024;
