@@ -19,6 +19,8 @@ export interface ClaimRequest {
   /** The task_state the claim sets (shelving, shelving_offloading, unshelving). */
   taskState: TaskState;
   requestId: string;
+  /** Claim only while this is still the instance's shelved_image_id (the offload timer's shelve). */
+  shelvedImageId?: string;
 }
 
 export interface InstanceChanges {
@@ -166,16 +168,24 @@ export function createDatabaseActivities(pool: Pool) {
      * Claims the instance for an action: task_state := the action's task, only if the vm_state
      * allows the action and no other task runs. A retry by the same request passes again.
      */
-    async claimInstance({ instanceUuid, action, taskState, requestId }: ClaimRequest): Promise<Instance> {
+    async claimInstance({
+      instanceUuid,
+      action,
+      taskState,
+      requestId,
+      shelvedImageId,
+    }: ClaimRequest): Promise<Instance> {
       const instance = await getInstance(pool, instanceUuid);
       const allowed: readonly VmState[] = ALLOWED_VM_STATES[action];
       return inTransaction(pool, async (client) => {
         const { rowCount } = await client.query(
           `UPDATE instances SET task_state = $2, task_request_id = $3, updated_at = now()
            WHERE uuid = $1
-             AND ((task_state IS NULL AND vm_state = ANY($4) AND launched_at IS NOT NULL)
+             AND ((task_state IS NULL AND vm_state = ANY($4) AND launched_at IS NOT NULL
+                   AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM instance_system_metadata
+                     WHERE instance_uuid = $1 AND key = 'shelved_image_id' AND value = $5)))
                   OR (task_request_id = $3 AND task_state = $2))`,
-          [instanceUuid, taskState, requestId, allowed],
+          [instanceUuid, taskState, requestId, allowed, shelvedImageId ?? null],
         );
         if (rowCount === 0) {
           const current = await getInstance(client, instanceUuid);
@@ -184,7 +194,9 @@ export function createDatabaseActivities(pool: Pool) {
               ? ['task_state', current.taskState]
               : !allowed.includes(current.vmState)
                 ? ['vm_state', current.vmState]
-                : ['launched_at', 'None'];
+                : current.launchedAt === null
+                  ? ['launched_at', 'None']
+                  : ['shelved_image_id', current.systemMetadata.shelved_image_id ?? 'None'];
           throw ApplicationFailure.create({
             type: attribute === 'task_state' ? 'UnexpectedTaskState' : 'InstanceInvalidState',
             message: `Cannot '${action}' instance ${instanceUuid} while it is in ${attribute} ${value}`,

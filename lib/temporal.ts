@@ -11,6 +11,14 @@ export function workflowId(action: 'build' | 'shelve' | 'shelveOffload' | 'unshe
   return `${action}-${instanceUuid}`;
 }
 
+/**
+ * The durable timer that offloads a shelved instance after shelved_offload_time: one per shelve,
+ * named after the instance and that shelve's snapshot image.
+ */
+export function offloadTimerWorkflowId(instanceUuid: string, shelvedImageId: string): string {
+  return `shelvedOffloadTimer-${instanceUuid}-${shelvedImageId}`;
+}
+
 // Custom search attributes (registered by scripts/stack) that make every action on a VM filterable.
 export const InstanceUuid = defineSearchAttributeKey('InstanceUuid', SearchAttributeType.KEYWORD);
 export const ComputeHost = defineSearchAttributeKey('ComputeHost', SearchAttributeType.KEYWORD);

@@ -1,16 +1,18 @@
 // Shelve: power the instance off, snapshot its root disk into Glance, record it SHELVED, and
 // offload it now or never as shelved_offload_time says (spec §1.3). A failure deletes the
 // half-made image and frees the instance for another try.
-import { uuid4 } from '@temporalio/workflow';
+import { ParentClosePolicy, startChild, uuid4 } from '@temporalio/workflow';
 import { type Instance, PowerState, shelvedAtTimestamp, TaskState, VmState } from '../lib/nova.js';
+import { offloadTimerWorkflowId } from '../lib/temporal.js';
 import { compute, database, images, settings } from './activities.js';
 import { type ActionInput, checkedInput, reason, step, tagWorkflow, withRollback } from './common.js';
 import { offloadInstance } from './offload.js';
+import { shelvedOffloadTimer } from './offload-timer.js';
 
 export interface ShelveInput extends ActionInput {
   /** Seconds to wait for a clean shutdown; the conductor's SHUTDOWN_TIMEOUT when absent. */
   shutdownTimeout?: number;
-  /** -1 never offload, 0 offload now; the conductor's SHELVED_OFFLOAD_TIME when absent. */
+  /** -1 never offload, 0 offload now, N > 0 after N seconds; the conductor's SHELVED_OFFLOAD_TIME when absent. */
   shelvedOffloadTime?: number;
 }
 
@@ -74,5 +76,14 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
   );
 
   if (shelvedOffloadTime === 0) return offloadInstance(instance, requestId);
+  if (shelvedOffloadTime > 0) {
+    step(`starting the timer that offloads in ${shelvedOffloadTime}s`);
+    // Abandoned: the timer outlives this workflow, which ends as soon as the instance is SHELVED.
+    await startChild(shelvedOffloadTimer, {
+      workflowId: offloadTimerWorkflowId(instanceUuid, imageId),
+      args: [{ instanceUuid, shelvedImageId: imageId, seconds: shelvedOffloadTime }],
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+    });
+  }
   return instance;
 }

@@ -1,8 +1,9 @@
 // Unshelve: a SHELVED instance powers on again on its own host; a SHELVED_OFFLOADED one is
 // spawned as new from its snapshot on a host the scheduler picks (or the one asked for). Then
 // the snapshot is deleted and the shelve metadata cleared (spec §1.6).
-import { ApplicationFailure, log } from '@temporalio/workflow';
+import { ApplicationFailure, getExternalWorkflowHandle, log } from '@temporalio/workflow';
 import { type Instance, PowerState, SHELVE_METADATA_KEYS, TaskState, VmState } from '../lib/nova.js';
+import { offloadTimerWorkflowId } from '../lib/temporal.js';
 import { compute, database, images } from './activities.js';
 import { type ActionInput, checkedInput, reason, step, tagWorkflow, withRollback } from './common.js';
 
@@ -21,6 +22,13 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
     .catch((error: unknown) => Promise.reject(reason(error)));
   const release = () => database.releaseInstance({ instanceUuid, requestId });
   const imageId = instance.systemMetadata.shelved_image_id;
+  if (imageId && instance.vmState === VmState.SHELVED) {
+    // A pending offload timer of this shelve has nothing left to do; the claim above already
+    // keeps it from acting, this just ends it. It may have ended on its own: that is fine.
+    await getExternalWorkflowHandle(offloadTimerWorkflowId(instanceUuid, imageId))
+      .cancel()
+      .catch(() => undefined);
+  }
 
   const finished = await withRollback(async () => {
     if (instance.vmState === VmState.SHELVED) {

@@ -1,0 +1,89 @@
+// A compute host whose activities are stubs, registered with the scheduler like a real one:
+// for workflow tests whose subject is the workflow, not the hypervisor.
+import { randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import type { ComputeActivities } from '../../activities/compute.js';
+import { reportComputeNode } from '../../activities/database.js';
+import { startAction } from '../../lib/actions.js';
+import { type Instance, PowerState } from '../../lib/nova.js';
+import { computeTaskQueue } from '../../lib/temporal.js';
+import type { TestStack } from './stack.js';
+
+export const testOwner = { projectId: 'wf-project', userId: 'wf-user' };
+
+export interface StubHost {
+  host: string;
+  /** Image ids the stub's snapshotInstance was called with, in order. */
+  snapshots: string[];
+  /** Builds an ACTIVE instance on this host (its boot image is an empty one in Glance). */
+  buildInstance(): Promise<Instance>;
+  stop(): Promise<void>;
+}
+
+export async function startStubHost(stack: TestStack, overrides: Partial<ComputeActivities> = {}): Promise<StubHost> {
+  const host = `stub-${randomUUID().slice(0, 8)}`;
+  const snapshots: string[] = [];
+  const activities: ComputeActivities = {
+    async powerOffInstance() {
+      return PowerState.SHUTDOWN;
+    },
+    async snapshotInstance({ imageId }) {
+      snapshots.push(imageId);
+      return { size: 0 };
+    },
+    async destroyInstance() {},
+    async spawnInstance() {
+      return PowerState.RUNNING;
+    },
+    async powerOnInstance() {
+      return PowerState.RUNNING;
+    },
+    ...overrides,
+  };
+  const connection = await NativeConnection.connect({ address: stack.config.temporal.address });
+  const worker = await Worker.create({ connection, taskQueue: computeTaskQueue(host), activities });
+  const running = worker.run().finally(() => connection.close());
+  await reportComputeNode(stack.pool, {
+    host,
+    availabilityZone: 'nova',
+    hypervisorType: 'stub',
+    vcpus: 1,
+    memoryMb: 1024,
+  });
+
+  // The stub host never reads the boot image: an empty one is enough.
+  const bootImageId = randomUUID();
+  await stack.glance.createImage(testOwner, {
+    id: bootImageId,
+    name: 'wf-boot',
+    owner: testOwner.projectId,
+    visibility: 'private',
+    disk_format: 'qcow2',
+    container_format: 'bare',
+  });
+  await stack.glance.uploadImageData(testOwner, bootImageId, Readable.from([]), 0);
+
+  return {
+    host,
+    snapshots,
+    async buildInstance() {
+      const handle = await startAction(stack.client, stack.config, 'build', {
+        instanceUuid: randomUUID(),
+        displayName: 'wf',
+        ...testOwner,
+        imageRef: bootImageId,
+        flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 },
+        host,
+      });
+      return (await handle.result()) as Instance;
+    },
+    async stop() {
+      worker.shutdown();
+      await running;
+      for (const imageId of [bootImageId, ...snapshots]) await stack.glance.deleteImage(testOwner, imageId);
+      // Gone, so that no later test's scheduler picks this host.
+      await stack.pool.query('DELETE FROM compute_nodes WHERE host = $1', [host]);
+    },
+  };
+}
