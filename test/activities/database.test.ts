@@ -1,0 +1,105 @@
+// The claim and the compare-and-swap saves, on the real PostgreSQL.
+import { randomUUID } from 'node:crypto';
+import { ApplicationFailure } from '@temporalio/common';
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createDatabaseActivities, getInstance } from '../../activities/database.js';
+import { loadConfig } from '../../lib/config.js';
+
+const config = loadConfig();
+const pool = new pg.Pool({ connectionString: config.databaseUrl });
+const database = createDatabaseActivities(pool);
+
+async function activeInstance(): Promise<string> {
+  const uuid = randomUUID();
+  const requestId = `req-build-${uuid}`;
+  await database.createInstance({
+    uuid,
+    displayName: 'db-test',
+    projectId: 'p',
+    userId: 'u',
+    imageRef: randomUUID(),
+    flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 },
+    requestId,
+    systemMetadata: {},
+  });
+  await database.saveInstance({
+    instanceUuid: uuid,
+    requestId,
+    expectedTaskStates: ['spawning'],
+    changes: { vmState: 'active', taskState: null, host: 'h', launched: true },
+  });
+  return uuid;
+}
+
+afterAll(() => pool.end());
+
+describe('claimInstance', () => {
+  it('lets exactly one of many concurrent actions claim the instance; the others fail naming the state', async () => {
+    const uuid = await activeInstance();
+    const claims = await Promise.allSettled(
+      Array.from({ length: 10 }, (_, i) =>
+        database.claimInstance({ instanceUuid: uuid, action: 'shelve', taskState: 'shelving', requestId: `req-${i}` }),
+      ),
+    );
+    expect(claims.filter((claim) => claim.status === 'fulfilled')).toHaveLength(1);
+    const refusals = claims.filter((claim) => claim.status === 'rejected').map((claim) => claim.reason);
+    expect(refusals).toHaveLength(9);
+    for (const refusal of refusals) {
+      expect(refusal).toBeInstanceOf(ApplicationFailure);
+      expect(refusal).toMatchObject({ type: 'UnexpectedTaskState', nonRetryable: true });
+      expect(refusal.message).toBe(`Cannot 'shelve' instance ${uuid} while it is in task_state shelving`);
+    }
+  });
+
+  it('passes again for the request that holds the claim (a retried activity), and sets image_base_image_ref', async () => {
+    const uuid = await activeInstance();
+    const claim = { instanceUuid: uuid, action: 'shelve', taskState: 'shelving', requestId: 'req-a' } as const;
+    await database.claimInstance(claim);
+    const again = await database.claimInstance(claim);
+    expect(again.taskState).toBe('shelving');
+    expect(again.systemMetadata.image_base_image_ref).toBe(again.imageRef);
+  });
+
+  it('refuses a vm_state the action does not start from, changing nothing', async () => {
+    const uuid = await activeInstance();
+    const before = await getInstance(pool, uuid);
+    await expect(
+      database.claimInstance({
+        instanceUuid: uuid,
+        action: 'shelveOffload',
+        taskState: 'shelving_offloading',
+        requestId: 'r',
+      }),
+    ).rejects.toMatchObject({
+      type: 'InstanceInvalidState',
+      message: `Cannot 'shelveOffload' instance ${uuid} while it is in vm_state active`,
+    });
+    expect(await getInstance(pool, uuid)).toEqual(before);
+  });
+
+  it('refuses an unknown or malformed instance id', async () => {
+    const unknown = randomUUID();
+    for (const id of [unknown, '../../etc/passwd']) {
+      await expect(
+        database.claimInstance({ instanceUuid: id, action: 'shelve', taskState: 'shelving', requestId: 'r' }),
+      ).rejects.toMatchObject({ type: 'InstanceNotFound', message: `Instance ${id} could not be found.` });
+    }
+  });
+});
+
+describe('saveInstance', () => {
+  it('refuses a request that does not hold the instance', async () => {
+    const uuid = await activeInstance();
+    await database.claimInstance({ instanceUuid: uuid, action: 'shelve', taskState: 'shelving', requestId: 'owner' });
+    await expect(
+      database.saveInstance({
+        instanceUuid: uuid,
+        requestId: 'stranger',
+        expectedTaskStates: ['shelving'],
+        changes: { vmState: 'shelved', taskState: null },
+      }),
+    ).rejects.toMatchObject({ type: 'UnexpectedTaskState', nonRetryable: true });
+    expect((await getInstance(pool, uuid)).vmState).toBe('active');
+  });
+});
