@@ -16,6 +16,8 @@ export interface StubHost {
   host: string;
   /** Image ids the stub's snapshotInstance was called with, in order. */
   snapshots: string[];
+  /** What the stub's snapshotInstance does: records the image id and uploads a few bytes into it. */
+  snapshot(imageId: string): Promise<{ size: number }>;
   /** Builds an ACTIVE instance on this host (its boot image is an empty one in Glance). */
   buildInstance(): Promise<Instance>;
   stop(): Promise<void>;
@@ -24,14 +26,17 @@ export interface StubHost {
 export async function startStubHost(stack: TestStack, overrides: Partial<ComputeActivities> = {}): Promise<StubHost> {
   const host = `stub-${randomUUID().slice(0, 8)}`;
   const snapshots: string[] = [];
+  const snapshot = async (imageId: string) => {
+    snapshots.push(imageId);
+    const data = Buffer.from('stub snapshot');
+    await stack.glance.uploadImageData(testOwner, imageId, Readable.from([data]), data.length);
+    return { size: data.length };
+  };
   const activities: ComputeActivities = {
     async powerOffInstance() {
       return PowerState.SHUTDOWN;
     },
-    async snapshotInstance({ imageId }) {
-      snapshots.push(imageId);
-      return { size: 0 };
-    },
+    snapshotInstance: ({ imageId }) => snapshot(imageId),
     async destroyInstance() {},
     async spawnInstance() {
       return PowerState.RUNNING;
@@ -67,6 +72,7 @@ export async function startStubHost(stack: TestStack, overrides: Partial<Compute
   return {
     host,
     snapshots,
+    snapshot,
     async buildInstance() {
       const handle = await startAction(stack.client, stack.config, 'build', {
         instanceUuid: randomUUID(),

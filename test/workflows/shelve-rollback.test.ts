@@ -18,9 +18,9 @@ describe('a shelve that fails during the upload', () => {
     stack = await startTestStack();
     stub = await startStubHost(stack, {
       async snapshotInstance({ imageId }) {
+        if (!uploadFails) return stub.snapshot(imageId);
         stub.snapshots.push(imageId);
-        if (uploadFails) throw ApplicationFailure.nonRetryable('No space left on device', 'DiskFull');
-        return { size: 0 };
+        throw ApplicationFailure.nonRetryable('No space left on device', 'DiskFull');
       },
     });
     instanceUuid = (await stub.buildInstance()).uuid;
