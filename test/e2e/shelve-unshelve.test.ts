@@ -1,30 +1,21 @@
 // End to end on the real stack: Temporal, PostgreSQL, libvirt with QEMU, Glance.
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { open } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { instanceDirectory } from '../../activities/compute.js';
 import { getInstance } from '../../activities/database.js';
-import { instanceDirectory, rootDiskPath } from '../../activities/compute.js';
 import { type Action, startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
-import { sameGuestContent } from '../../lib/qemu-img.js';
-import { createSampleDisk, type SampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
-import { guestWrite, startTestStack, type TestStack } from '../support/stack.js';
-
-const owner = { projectId: 'e2e-project', userId: 'e2e-user' };
-const flavor = { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 };
+import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
+import { startTestStack, type TestStack } from '../support/stack.js';
 
 describe('shelve, offload and unshelve of a VM on the real stack', () => {
   let stack: TestStack;
-  let disk: SampleDisk;
-  let bootImageId: string;
-  const instanceUuid = randomUUID();
-  const displayName = `e2e-${instanceUuid.slice(0, 8)}`;
+  let vm: KnownVm;
+  let instanceUuid: string;
   let shelvedImageId: string;
 
   async function run<A extends Action>(action: A, input: Parameters<typeof startAction<A>>[3]): Promise<Instance> {
@@ -34,22 +25,15 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
 
   beforeAll(async () => {
     stack = await startTestStack();
-    disk = await createSampleDisk(path.join(tmpdir(), 'vm-shelve-e2e'), instanceUuid);
-    bootImageId = await uploadBootImage(stack.glance, owner, disk.image, { id: randomUUID(), name: 'e2e-boot' });
-    const host = stack.config.compute.host;
-    await run('build', { instanceUuid, displayName, ...owner, imageRef: bootImageId, flavor, host });
-    // The guest writes random data past the boot image's own bytes: it lives only in the overlay.
-    const written = randomBytes(4 * 1024 * 1024);
-    const offset = 40 * 1024 * 1024;
-    await guestWrite(stack.config, instanceUuid, offset, written);
-    const reference = await open(disk.reference, 'r+');
-    await reference.write(written, 0, written.length, offset);
-    await reference.close();
+    vm = await buildKnownVm(stack, stack.config.compute.host);
+    instanceUuid = vm.instanceUuid;
   });
 
   afterAll(async () => {
-    await stack?.destroyInstance(instanceUuid);
-    if (bootImageId) await stack.glance.deleteImage(owner, bootImageId);
+    if (vm) {
+      await stack.compute.destroyInstance(vm.instanceUuid);
+      await vm.deleteBootImage();
+    }
     await stack?.stop();
   });
 
@@ -63,9 +47,7 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     });
     const domain = await stack.libvirt.lookupInstance(instanceUuid);
     expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
-    expect(await sameGuestContent(disk.reference, rootDiskPath(stack.config.compute.instancesPath, instanceUuid))).toBe(
-      true,
-    );
+    expect(await vm.diskIsIntact(stack.config)).toBe(true);
   });
 
   it('shelves and offloads: domain and files gone, image active with its properties, metadata recorded', async () => {
@@ -75,17 +57,17 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     const metadata = (await getInstance(stack.pool, instanceUuid)).systemMetadata;
     expect(metadata.shelved_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$/);
     expect(metadata.shelved_host).toBe(stack.config.compute.host);
-    expect(metadata.image_base_image_ref).toBe(bootImageId);
+    expect(metadata.image_base_image_ref).toBe(vm.bootImageId);
     shelvedImageId = metadata.shelved_image_id!;
 
     expect(await stack.libvirt.lookupInstance(instanceUuid)).toBeNull();
     expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, instanceUuid))).toBe(false);
 
-    const image = await stack.glance.getImage(owner, shelvedImageId);
+    const image = await stack.glance.getImage(e2eOwner, shelvedImageId);
     expect(image).toMatchObject({
       status: 'active',
-      name: `${displayName}-shelved`,
-      owner: owner.projectId,
+      name: `${vm.displayName}-shelved`,
+      owner: e2eOwner.projectId,
       visibility: 'private',
       disk_format: 'qcow2',
       container_format: 'bare',
@@ -93,9 +75,9 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
       image_location: 'snapshot',
       image_state: 'available',
       instance_uuid: instanceUuid,
-      user_id: owner.userId,
-      owner_id: owner.projectId,
-      base_image_ref: bootImageId,
+      user_id: e2eOwner.userId,
+      owner_id: e2eOwner.projectId,
+      base_image_ref: vm.bootImageId,
       instance_type_name: 'm1.tiny',
       instance_type_memory_mb: '128',
       instance_type_vcpus: '1',
@@ -115,14 +97,39 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
       powerState: 1,
       host: stack.config.compute.host,
     });
-    for (const key of ['shelved_at', 'shelved_image_id', 'shelved_host'])
+    for (const key of ['shelved_at', 'shelved_image_id', 'shelved_host']) {
       expect(instance.systemMetadata).not.toHaveProperty(key);
+    }
     const domain = await stack.libvirt.lookupInstance(instanceUuid);
     expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
-    expect(await stack.glance.getImage(owner, shelvedImageId)).toBeNull();
-    expect(await sameGuestContent(disk.reference, rootDiskPath(stack.config.compute.instancesPath, instanceUuid))).toBe(
-      true,
-    );
+    expect(await stack.glance.getImage(e2eOwner, shelvedImageId)).toBeNull();
+    expect(await vm.diskIsIntact(stack.config)).toBe(true);
+  });
+
+  it('shelves without offloading (-1): SHELVED on its host, then unshelves in place with the disk untouched', async () => {
+    const shelved = await run('shelve', { instanceUuid, shutdownTimeout: 1, shelvedOffloadTime: -1 });
+    expect(shelved).toMatchObject({
+      vmState: 'shelved',
+      taskState: null,
+      powerState: 4,
+      host: stack.config.compute.host,
+    });
+    const domain = await stack.libvirt.lookupInstance(instanceUuid);
+    expect((await domain!.getInfo()).state).toBe(DomainState.SHUTOFF);
+    const imageId = shelved.systemMetadata.shelved_image_id!;
+    expect((await stack.glance.getImage(e2eOwner, imageId))?.status).toBe('active');
+
+    const active = await run('unshelve', { instanceUuid });
+    expect(active).toMatchObject({
+      vmState: 'active',
+      taskState: null,
+      powerState: 1,
+      host: stack.config.compute.host,
+    });
+    expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
+    expect(await stack.glance.getImage(e2eOwner, imageId)).toBeNull();
+    expect(active.systemMetadata).not.toHaveProperty('shelved_image_id');
+    expect(await vm.diskIsIntact(stack.config)).toBe(true);
   });
 
   async function expectRefused<A extends Action>(action: A, input: Parameters<typeof startAction<A>>[3]) {

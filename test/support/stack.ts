@@ -5,7 +5,7 @@ import { rm, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { DefaultLogger, NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
 import { createComputeActivities } from '../../activities/compute.js';
 import { type Config, loadConfig } from '../../lib/config.js';
@@ -14,38 +14,67 @@ import { domainName, LibvirtConnection } from '../../lib/libvirt.js';
 import { createComputeWorker, reportHostAlive } from '../../workers/compute.js';
 import { createConductorWorker } from '../../workers/conductor.js';
 
+/** A compute host's worker running in this process, with its own instance folder. */
+export interface TestComputeHost {
+  config: Config;
+  /** Removes an instance's domain and files from this host, as an offload would. */
+  destroyInstance(instanceUuid: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
 export interface TestStack {
   config: Config;
   pool: pg.Pool;
   glance: GlanceClient;
   libvirt: LibvirtConnection;
   client: Client;
-  /** Removes an instance's domain and files from the host, as an offload would. */
-  destroyInstance(instanceUuid: string): Promise<void>;
+  /** The compute host named by the environment (this machine's hostname by default). */
+  compute: TestComputeHost;
+  /** Another compute host on the same libvirtd: its own name, task queue and instance folder. */
+  addComputeHost(host: string): Promise<TestComputeHost>;
   stop(): Promise<void>;
 }
 
 let runtimeInstalled = false;
 
-export async function startTestStack(overrides: Partial<NodeJS.ProcessEnv> = {}): Promise<TestStack> {
+async function startComputeHost(
+  config: Config,
+  connection: NativeConnection,
+  pool: pg.Pool,
+  glance: GlanceClient,
+): Promise<TestComputeHost> {
+  const libvirt = new LibvirtConnection(config.compute.libvirtUri);
+  const worker = await createComputeWorker(config, connection, libvirt);
+  const running = worker.run();
+  const stopReporting = await reportHostAlive(config, pool, libvirt);
+  const compute = createComputeActivities(config.compute, libvirt, glance);
+  return {
+    config,
+    destroyInstance: (instanceUuid) => new MockActivityEnvironment().run(compute.destroyInstance, { instanceUuid }),
+    async stop() {
+      stopReporting();
+      worker.shutdown();
+      await running;
+      await libvirt.close();
+    },
+  };
+}
+
+export async function startTestStack(): Promise<TestStack> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('WARN') });
     runtimeInstalled = true;
   }
-  const config = loadConfig({ ...process.env, ...overrides });
+  const config = loadConfig();
   const pool = new pg.Pool({ connectionString: config.databaseUrl });
   const glance = new GlanceClient(config.glance);
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
   const workerConnection = await NativeConnection.connect({ address: config.temporal.address });
-  const workers: Worker[] = [
-    await createConductorWorker(config, workerConnection, pool),
-    await createComputeWorker(config, workerConnection, libvirt),
-  ];
-  const running = Promise.all(workers.map((worker) => worker.run()));
-  const stopReporting = await reportHostAlive(config, pool, libvirt);
+  const conductor = await createConductorWorker(config, workerConnection, pool);
+  const conductorRunning = conductor.run();
+  const computeHosts = [await startComputeHost(config, workerConnection, pool, glance)];
   const connection = await Connection.connect({ address: config.temporal.address });
   const client = new Client({ connection, namespace: config.temporal.namespace });
-  const compute = createComputeActivities(config.compute, libvirt, glance);
 
   return {
     config,
@@ -53,11 +82,24 @@ export async function startTestStack(overrides: Partial<NodeJS.ProcessEnv> = {})
     glance,
     libvirt,
     client,
-    destroyInstance: (instanceUuid) => new MockActivityEnvironment().run(compute.destroyInstance, { instanceUuid }),
+    compute: computeHosts[0]!,
+    async addComputeHost(host) {
+      const hostConfig = loadConfig({
+        ...process.env,
+        COMPUTE_HOST: host,
+        INSTANCES_PATH: `${config.compute.instancesPath}-${host}`,
+      });
+      const added = await startComputeHost(hostConfig, workerConnection, pool, glance);
+      computeHosts.push(added);
+      return added;
+    },
     async stop() {
-      stopReporting();
-      for (const worker of workers) worker.shutdown();
-      await running;
+      await Promise.all(computeHosts.map((host) => host.stop()));
+      // Added hosts are gone for good: no later test's scheduler may pick them.
+      const added = computeHosts.slice(1).map((host) => host.config.compute.host);
+      await pool.query('DELETE FROM compute_nodes WHERE host = ANY($1)', [added]);
+      conductor.shutdown();
+      await conductorRunning;
       await Promise.all([connection.close(), workerConnection.close(), pool.end(), libvirt.close()]);
     },
   };

@@ -1,0 +1,62 @@
+// A real VM whose disk holds known random bytes, both from its boot image and written by the
+// guest into its qcow2 overlay, with a raw reference file to compare any later disk against.
+import { randomBytes, randomUUID } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { rootDiskPath } from '../../activities/compute.js';
+import { startAction } from '../../lib/actions.js';
+import type { Config } from '../../lib/config.js';
+import { sameGuestContent } from '../../lib/qemu-img.js';
+import { createSampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
+import { guestWrite, type TestStack } from './stack.js';
+
+export const e2eOwner = { projectId: 'e2e-project', userId: 'e2e-user' };
+
+export interface KnownVm {
+  instanceUuid: string;
+  displayName: string;
+  bootImageId: string;
+  /** Raw file holding the guest-visible bytes the VM's disk must show. */
+  reference: string;
+  /** True when the instance's root disk on that host shows the reference's bytes. */
+  diskIsIntact(hostConfig: Config): Promise<boolean>;
+  /** Deletes its boot image from Glance. */
+  deleteBootImage(): Promise<void>;
+}
+
+export async function buildKnownVm(stack: TestStack, host: string): Promise<KnownVm> {
+  const instanceUuid = randomUUID();
+  const displayName = `e2e-${instanceUuid.slice(0, 8)}`;
+  const disk = await createSampleDisk(path.join(tmpdir(), 'vm-shelve-e2e'), instanceUuid);
+  const bootImageId = await uploadBootImage(stack.glance, e2eOwner, disk.image, { id: randomUUID(), name: 'e2e-boot' });
+  const handle = await startAction(stack.client, stack.config, 'build', {
+    instanceUuid,
+    displayName,
+    ...e2eOwner,
+    imageRef: bootImageId,
+    flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 },
+    host,
+  });
+  await handle.result();
+
+  // The guest writes random data past the boot image's own bytes: it lives only in the overlay.
+  const written = randomBytes(4 * 1024 * 1024);
+  const offset = 40 * 1024 * 1024;
+  await guestWrite(stack.config, instanceUuid, offset, written);
+  const reference = await open(disk.reference, 'r+');
+  await reference.write(written, 0, written.length, offset);
+  await reference.close();
+
+  return {
+    instanceUuid,
+    displayName,
+    bootImageId,
+    reference: disk.reference,
+    diskIsIntact: (hostConfig) =>
+      sameGuestContent(disk.reference, rootDiskPath(hostConfig.compute.instancesPath, instanceUuid)),
+    deleteBootImage: async () => {
+      await stack.glance.deleteImage(e2eOwner, bootImageId);
+    },
+  };
+}
