@@ -21,6 +21,9 @@ export interface ClaimRequest {
   requestId: string;
   /** Claim only while this is still the instance's shelved_image_id (the offload timer's shelve). */
   shelvedImageId?: string;
+  /** Who asked, for the actions log; the instance's owner when not given. */
+  userId?: string;
+  projectId?: string;
 }
 
 export interface InstanceChanges {
@@ -153,6 +156,19 @@ async function writeSystemMetadata(
   }
 }
 
+/** Starts the action's row in the actions log; a retry finds it there. */
+async function recordAction(
+  client: PoolClient,
+  action: { instanceUuid: string; action: string; requestId: string; userId?: string; projectId?: string },
+): Promise<void> {
+  await client.query(
+    `INSERT INTO instance_actions (instance_uuid, action, request_id, user_id, project_id)
+     SELECT uuid, $2, $3, coalesce($4, user_id), coalesce($5, project_id) FROM instances WHERE uuid = $1
+     ON CONFLICT (request_id) DO NOTHING`,
+    [action.instanceUuid, action.action, action.requestId, action.userId ?? null, action.projectId ?? null],
+  );
+}
+
 const COLUMN_OF: Record<Exclude<keyof InstanceChanges, 'launched'>, string> = {
   vmState: 'vm_state',
   taskState: 'task_state',
@@ -168,13 +184,8 @@ export function createDatabaseActivities(pool: Pool) {
      * Claims the instance for an action: task_state := the action's task, only if the vm_state
      * allows the action and no other task runs. A retry by the same request passes again.
      */
-    async claimInstance({
-      instanceUuid,
-      action,
-      taskState,
-      requestId,
-      shelvedImageId,
-    }: ClaimRequest): Promise<Instance> {
+    async claimInstance(claim: ClaimRequest): Promise<Instance> {
+      const { instanceUuid, action, taskState, requestId, shelvedImageId } = claim;
       const instance = await getInstance(pool, instanceUuid);
       const allowed: readonly VmState[] = ALLOWED_VM_STATES[action];
       return inTransaction(pool, async (client) => {
@@ -204,6 +215,13 @@ export function createDatabaseActivities(pool: Pool) {
             details: [{ instanceUuid, attribute, value }],
           });
         }
+        await recordAction(client, {
+          instanceUuid,
+          action,
+          requestId,
+          userId: claim.userId,
+          projectId: claim.projectId,
+        });
         if (action === 'shelve') {
           // Keeps the original image id for unshelve and rebuild (spec §1.3, bug 1893618).
           await writeSystemMetadata(client, instanceUuid, { image_base_image_ref: instance.imageRef });
@@ -294,6 +312,7 @@ export function createDatabaseActivities(pool: Pool) {
           });
         }
         await writeSystemMetadata(client, request.uuid, request.systemMetadata);
+        await recordAction(client, { instanceUuid: request.uuid, action: 'create', requestId: request.requestId });
         return getInstance(client, request.uuid);
       });
     },

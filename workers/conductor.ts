@@ -2,6 +2,7 @@
 import { fileURLToPath } from 'node:url';
 import { type NativeConnection, Worker } from '@temporalio/worker';
 import pg from 'pg';
+import { createActionLogActivities } from '../activities/action-log.js';
 import { createDatabaseActivities } from '../activities/database.js';
 import { createImageActivities } from '../activities/images.js';
 import { createSettingsActivities } from '../activities/settings.js';
@@ -18,6 +19,7 @@ export async function createConductorWorker(config: Config, connection: NativeCo
     workflowsPath: fileURLToPath(new URL('../workflows/index.ts', import.meta.url)),
     activities: {
       ...createDatabaseActivities(pool),
+      ...createActionLogActivities(pool),
       ...createImageActivities(new GlanceClient(config.glance)),
       ...createSettingsActivities(config),
     },

@@ -3,7 +3,7 @@
 import { ApplicationFailure, uuid4 } from '@temporalio/workflow';
 import { type Flavor, imageSystemMetadata, type Instance, TaskState, VmState } from '../lib/nova.js';
 import { compute, database, images } from './activities.js';
-import { reason, step, tagWorkflow, withRollback } from './common.js';
+import { inAction, inEvent, reason, step, tagWorkflow, withRollback } from './common.js';
 
 export interface BuildInput {
   /** Chosen by the caller so it can name the workflow after it; made here when absent. */
@@ -56,34 +56,50 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
       changes: { vmState: VmState.ERROR, taskState: null },
     });
   };
-  const destination = await withRollback(() => database.selectDestination({ requestedHost: input.host }), fail);
-  tagWorkflow({ host: destination.host });
-  const placed = await database.saveInstance({
-    instanceUuid,
-    requestId,
-    expectedTaskStates: [TaskState.SPAWNING],
-    changes: { host: destination.host, node: destination.node, availabilityZone: destination.availabilityZone },
-  });
 
-  return withRollback(
-    async () => {
-      step(`spawning on ${destination.host}`);
-      const powerState = await compute(destination.host).spawnInstance({
-        instance: placed,
-        imageId: instance.imageRef,
-        disk: 'overlay',
-      });
-      step('recording the instance as active');
-      return database.saveInstance({
-        instanceUuid,
-        requestId,
-        expectedTaskStates: [TaskState.SPAWNING],
-        changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
-      });
-    },
-    async () => {
-      await compute(destination.host).destroyInstance({ instanceUuid });
-      await fail();
-    },
-  );
+  return inAction(requestId, async () => {
+    const destination = await withRollback(
+      () =>
+        inEvent({ requestId, name: 'schedule_instances', host: null, details: 'scheduling' }, () =>
+          database.selectDestination({ requestedHost: input.host }),
+        ),
+      fail,
+    );
+    tagWorkflow({ host: destination.host });
+    const placed = await database.saveInstance({
+      instanceUuid,
+      requestId,
+      expectedTaskStates: [TaskState.SPAWNING],
+      changes: { host: destination.host, node: destination.node, availabilityZone: destination.availabilityZone },
+    });
+
+    return withRollback(
+      () =>
+        inEvent(
+          {
+            requestId,
+            name: 'compute_build_and_run_instance',
+            host: destination.host,
+            details: `spawning on ${destination.host}`,
+          },
+          async () => {
+            const powerState = await compute(destination.host).spawnInstance({
+              instance: placed,
+              imageId: instance.imageRef,
+              disk: 'overlay',
+            });
+            return database.saveInstance({
+              instanceUuid,
+              requestId,
+              expectedTaskStates: [TaskState.SPAWNING],
+              changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
+            });
+          },
+        ),
+      async () => {
+        await compute(destination.host).destroyInstance({ instanceUuid });
+        await fail();
+      },
+    );
+  });
 }

@@ -3,11 +3,15 @@
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { ComputeHost, InstanceAction, InstanceUuid } from '../lib/temporal.js';
+import { actionLog } from './activities.js';
 
 export interface ActionInput {
   instanceUuid: string;
   /** Nova's request id; defaults to one derived from the workflow run. */
   requestId?: string;
+  /** Who asked, for the actions log; the instance's owner when not given. */
+  userId?: string;
+  projectId?: string;
 }
 
 /** Checks a workflow input that may come from anywhere (the Temporal CLI included). */
@@ -33,6 +37,50 @@ export function tagWorkflow(tags: { instanceUuid?: string; action?: string; host
 /** Names the step the workflow is in, for the Web UI's current details and the logs. */
 export function step(description: string): void {
   setCurrentDetails(description);
+}
+
+/** The failure chain as text, deepest stack last: an event's traceback. */
+function traceback(error: unknown): string {
+  const lines: string[] = [];
+  let stack = '';
+  for (let failure: unknown = error; failure instanceof Error; failure = failure.cause) {
+    lines.push(`${failure.name}: ${failure.message}`);
+    if (failure.stack) stack = failure.stack;
+  }
+  return [...lines, stack].join('\n');
+}
+
+/**
+ * Runs one step of an action as an event of the actions log: its start, its finish with Success,
+ * or Error with the traceback. `details` is what the Web UI shows as the workflow's current step.
+ */
+export async function inEvent<T>(
+  event: { requestId: string; name: string; host: string | null; details: string },
+  body: () => Promise<T>,
+): Promise<T> {
+  setCurrentDetails(event.details);
+  const { requestId, name } = event;
+  await actionLog.startActionEvent({ requestId, event: name, host: event.host });
+  try {
+    const result = await body();
+    await actionLog.finishActionEvent({ requestId, event: name, result: 'Success' });
+    return result;
+  } catch (error) {
+    await actionLog.finishActionEvent({ requestId, event: name, result: 'Error', traceback: traceback(reason(error)) });
+    throw error;
+  }
+}
+
+/** Runs a claimed action to its end, recording in the actions log whether it succeeded. */
+export async function inAction<T>(requestId: string, body: () => Promise<T>): Promise<T> {
+  try {
+    const result = await body();
+    await actionLog.finishAction({ requestId, result: 'Success' });
+    return result;
+  } catch (error) {
+    await actionLog.finishAction({ requestId, result: 'Error' });
+    throw error;
+  }
 }
 
 /** An activity's own ApplicationFailure (e.g. "Cannot 'shelve' instance … while it is in …"). */

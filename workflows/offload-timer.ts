@@ -4,7 +4,7 @@
 import { ApplicationFailure, log, sleep } from '@temporalio/workflow';
 import { type Instance, TaskState } from '../lib/nova.js';
 import { database } from './activities.js';
-import { checkedInput, reason, step, tagWorkflow } from './common.js';
+import { checkedInput, inAction, reason, step, tagWorkflow } from './common.js';
 import { offloadInstance } from './offload.js';
 
 export interface OffloadTimerInput {
@@ -40,5 +40,5 @@ export async function shelvedOffloadTimer(rawInput: OffloadTimerInput): Promise<
     });
   if (!claimed) return null;
   tagWorkflow({ host: claimed.host });
-  return offloadInstance(claimed, requestId);
+  return inAction(requestId, () => offloadInstance(claimed, requestId));
 }

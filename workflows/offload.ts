@@ -3,42 +3,56 @@
 import type { Instance } from '../lib/nova.js';
 import { PowerState, TaskState, VmState } from '../lib/nova.js';
 import { compute, database } from './activities.js';
-import { type ActionInput, checkedInput, reason, step, tagWorkflow, withRollback } from './common.js';
+import { type ActionInput, checkedInput, inAction, inEvent, reason, tagWorkflow, withRollback } from './common.js';
 
 /** The offload steps, for an instance already claimed with task_state shelving_offloading. */
 export async function offloadInstance(instance: Instance, requestId: string): Promise<Instance> {
   const { uuid: instanceUuid, host } = instance;
   const release = () => database.releaseInstance({ instanceUuid, requestId });
-  return withRollback(async () => {
-    if (host) {
-      step(`undefining the domain and removing the instance files on ${host}`);
-      await compute(host).destroyInstance({ instanceUuid });
-    }
-    step('recording the instance as shelved_offloaded');
-    return database.saveInstance({
-      instanceUuid,
-      requestId,
-      expectedTaskStates: [TaskState.SHELVING_OFFLOADING],
-      changes: {
-        vmState: VmState.SHELVED_OFFLOADED,
-        taskState: null,
-        powerState: PowerState.SHUTDOWN,
-        host: null,
-        node: null,
-        availabilityZone: null,
-      },
-    });
-  }, release);
+  return withRollback(
+    () =>
+      inEvent(
+        {
+          requestId,
+          name: 'compute_shelve_offload_instance',
+          host,
+          details: `undefining the domain and removing the instance files on ${host}`,
+        },
+        async () => {
+          if (host) await compute(host).destroyInstance({ instanceUuid });
+          return database.saveInstance({
+            instanceUuid,
+            requestId,
+            expectedTaskStates: [TaskState.SHELVING_OFFLOADING],
+            changes: {
+              vmState: VmState.SHELVED_OFFLOADED,
+              taskState: null,
+              powerState: PowerState.SHUTDOWN,
+              host: null,
+              node: null,
+              availabilityZone: null,
+            },
+          });
+        },
+      ),
+    release,
+  );
 }
 
 /** Offloads a SHELVED instance (admin-only through the API). */
 export async function shelveOffloadInstance(rawInput: ActionInput): Promise<Instance> {
-  const { instanceUuid, requestId } = checkedInput('shelveOffloadInstance', rawInput);
+  const { instanceUuid, requestId, userId, projectId } = checkedInput('shelveOffloadInstance', rawInput);
   tagWorkflow({ instanceUuid, action: 'shelveOffload' });
-  step('claiming the instance');
   const instance = await database
-    .claimInstance({ instanceUuid, action: 'shelveOffload', taskState: TaskState.SHELVING_OFFLOADING, requestId })
+    .claimInstance({
+      instanceUuid,
+      action: 'shelveOffload',
+      taskState: TaskState.SHELVING_OFFLOADING,
+      requestId,
+      userId,
+      projectId,
+    })
     .catch((error: unknown) => Promise.reject(reason(error)));
   tagWorkflow({ host: instance.host });
-  return offloadInstance(instance, requestId);
+  return inAction(requestId, () => offloadInstance(instance, requestId));
 }

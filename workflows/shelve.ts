@@ -1,11 +1,20 @@
 // Shelve: power the instance off, snapshot its root disk into Glance, record it SHELVED, and
-// offload it now or never as shelved_offload_time says (spec §1.3). A failure deletes the
+// offload it now, later or never as shelved_offload_time says (spec §1.3). A failure deletes the
 // half-made image and frees the instance for another try.
 import { ParentClosePolicy, startChild, uuid4 } from '@temporalio/workflow';
 import { type Instance, PowerState, shelvedAtTimestamp, TaskState, VmState } from '../lib/nova.js';
 import { offloadTimerWorkflowId } from '../lib/temporal.js';
 import { compute, database, images, settings } from './activities.js';
-import { type ActionInput, checkedInput, reason, step, tagWorkflow, withRollback } from './common.js';
+import {
+  type ActionInput,
+  checkedInput,
+  inAction,
+  inEvent,
+  reason,
+  step,
+  tagWorkflow,
+  withRollback,
+} from './common.js';
 import { offloadInstance } from './offload.js';
 import { shelvedOffloadTimer } from './offload-timer.js';
 
@@ -22,68 +31,98 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
   tagWorkflow({ instanceUuid, action: 'shelve' });
 
   step('claiming the instance');
-  let instance = await database
-    .claimInstance({ instanceUuid, action: 'shelve', taskState: TaskState.SHELVING, requestId })
+  const claimed = await database
+    .claimInstance({
+      instanceUuid,
+      action: 'shelve',
+      taskState: TaskState.SHELVING,
+      requestId,
+      userId: input.userId,
+      projectId: input.projectId,
+    })
     .catch((error: unknown) => Promise.reject(reason(error)));
-  const host = instance.host!;
+  const host = claimed.host!;
   tagWorkflow({ host });
-  const defaults = await settings.shelveSettings();
-  const shutdownTimeout = input.shutdownTimeout ?? defaults.shutdownTimeout;
-  const shelvedOffloadTime = input.shelvedOffloadTime ?? defaults.shelvedOffloadTime;
-  // Chosen here, so that every retry of the steps below works on this one image.
-  const imageId = uuid4();
 
-  const save = (expected: TaskState, changes: Parameters<typeof database.saveInstance>[0]['changes'], extra = {}) =>
-    database.saveInstance({ instanceUuid, requestId, expectedTaskStates: [expected], changes, ...extra });
+  return inAction(requestId, async () => {
+    const defaults = await settings.shelveSettings();
+    // A paused guest cannot answer a shutdown request: always a hard power-off (spec §8.5).
+    const shutdownTimeout =
+      claimed.powerState === PowerState.PAUSED ? 0 : (input.shutdownTimeout ?? defaults.shutdownTimeout);
+    const shelvedOffloadTime = input.shelvedOffloadTime ?? defaults.shelvedOffloadTime;
+    // Chosen here, so that every retry of the steps below works on this one image.
+    const imageId = uuid4();
+    const save = (expected: TaskState, changes: Parameters<typeof database.saveInstance>[0]['changes'], extra = {}) =>
+      database.saveInstance({ instanceUuid, requestId, expectedTaskStates: [expected], changes, ...extra });
 
-  instance = await withRollback(
-    async () => {
-      step(`powering off on ${host} (clean shutdown for up to ${shutdownTimeout}s, then destroy)`);
-      const powerState = await compute(host).powerOffInstance({ instanceUuid, timeout: shutdownTimeout });
-      instance = await save(TaskState.SHELVING, { powerState, taskState: TaskState.SHELVING_IMAGE_PENDING_UPLOAD });
-
-      step(`creating snapshot image ${imageId} in Glance`);
-      await images.createSnapshotImage({ instance, imageId });
-      instance = await save(TaskState.SHELVING_IMAGE_PENDING_UPLOAD, {
-        taskState: TaskState.SHELVING_IMAGE_UPLOADING,
-      });
-
-      step(`uploading the root disk into image ${imageId}`);
-      await compute(host).snapshotInstance({ instance, imageId });
-
-      step('recording the instance as shelved');
-      return save(
-        TaskState.SHELVING_IMAGE_UPLOADING,
-        {
-          vmState: VmState.SHELVED,
-          taskState: shelvedOffloadTime === 0 ? TaskState.SHELVING_OFFLOADING : null,
-          powerState: PowerState.SHUTDOWN,
-        },
-        {
-          setSystemMetadata: {
-            shelved_at: shelvedAtTimestamp(new Date()),
-            shelved_image_id: imageId,
-            shelved_host: host,
+    const shelved = await withRollback(
+      async () => {
+        const powerState = await inEvent(
+          {
+            requestId,
+            name: 'compute_power_off_instance',
+            host,
+            details: `powering off on ${host} (clean shutdown for up to ${shutdownTimeout}s, then destroy)`,
           },
-        },
-      );
-    },
-    async () => {
-      // Unlike Nova, a failed shelve leaves no orphaned image behind.
-      await images.deleteImage({ owner: instance, imageId });
-      await database.releaseInstance({ instanceUuid, requestId });
-    },
-  );
+          () => compute(host).powerOffInstance({ instanceUuid, timeout: shutdownTimeout }),
+        );
+        let instance = await save(TaskState.SHELVING, {
+          powerState,
+          taskState: TaskState.SHELVING_IMAGE_PENDING_UPLOAD,
+        });
 
-  if (shelvedOffloadTime === 0) return offloadInstance(instance, requestId);
-  if (shelvedOffloadTime > 0) {
-    step(`starting the timer that offloads in ${shelvedOffloadTime}s`);
-    // Abandoned: the timer outlives this workflow, which ends as soon as the instance is SHELVED.
-    await startChild(shelvedOffloadTimer, {
-      workflowId: offloadTimerWorkflowId(instanceUuid, imageId),
-      args: [{ instanceUuid, shelvedImageId: imageId, seconds: shelvedOffloadTime }],
-      parentClosePolicy: ParentClosePolicy.ABANDON,
-    });
-  }
-  return instance;
+        await inEvent(
+          { requestId, name: 'create_snapshot_image', host: null, details: `creating image ${imageId} in Glance` },
+          () => images.createSnapshotImage({ instance, imageId }),
+        );
+        instance = await save(TaskState.SHELVING_IMAGE_PENDING_UPLOAD, {
+          taskState: TaskState.SHELVING_IMAGE_UPLOADING,
+        });
+
+        await inEvent(
+          {
+            requestId,
+            name: 'compute_snapshot_instance',
+            host,
+            details: `uploading the root disk into image ${imageId}`,
+          },
+          () => compute(host).snapshotInstance({ instance, imageId }),
+        );
+
+        step('recording the instance as shelved');
+        return save(
+          TaskState.SHELVING_IMAGE_UPLOADING,
+          {
+            vmState: VmState.SHELVED,
+            taskState: shelvedOffloadTime === 0 ? TaskState.SHELVING_OFFLOADING : null,
+            powerState: PowerState.SHUTDOWN,
+          },
+          {
+            setSystemMetadata: {
+              shelved_at: shelvedAtTimestamp(new Date()),
+              shelved_image_id: imageId,
+              shelved_host: host,
+            },
+          },
+        );
+      },
+      async () => {
+        // Unlike Nova, a failed shelve leaves no orphaned image behind.
+        await images.deleteImage({ owner: claimed, imageId });
+        await database.releaseInstance({ instanceUuid, requestId });
+      },
+    );
+
+    if (shelvedOffloadTime === 0) return offloadInstance(shelved, requestId);
+    if (shelvedOffloadTime > 0) {
+      step(`starting the timer that offloads in ${shelvedOffloadTime}s`);
+      // Abandoned: the timer outlives this workflow, which ends as soon as the instance is SHELVED.
+      await startChild(shelvedOffloadTimer, {
+        workflowId: offloadTimerWorkflowId(instanceUuid, imageId),
+        args: [{ instanceUuid, shelvedImageId: imageId, seconds: shelvedOffloadTime }],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+      });
+    }
+    return shelved;
+  });
 }

@@ -5,7 +5,7 @@ import { ApplicationFailure, getExternalWorkflowHandle, log } from '@temporalio/
 import { type Instance, PowerState, SHELVE_METADATA_KEYS, TaskState, VmState } from '../lib/nova.js';
 import { offloadTimerWorkflowId } from '../lib/temporal.js';
 import { compute, database, images } from './activities.js';
-import { type ActionInput, checkedInput, reason, step, tagWorkflow, withRollback } from './common.js';
+import { type ActionInput, checkedInput, inAction, inEvent, reason, tagWorkflow, withRollback } from './common.js';
 
 export interface UnshelveInput extends ActionInput {
   /** Spawn on this host (Nova 2.91, admin-only through the API); only for SHELVED_OFFLOADED. */
@@ -13,45 +13,62 @@ export interface UnshelveInput extends ActionInput {
 }
 
 export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instance> {
-  const { instanceUuid, requestId, host: requestedHost } = checkedInput('unshelveInstance', rawInput);
+  const input = checkedInput('unshelveInstance', rawInput);
+  const { instanceUuid, requestId, host: requestedHost } = input;
   tagWorkflow({ instanceUuid, action: 'unshelve' });
 
-  step('claiming the instance');
   const instance = await database
-    .claimInstance({ instanceUuid, action: 'unshelve', taskState: TaskState.UNSHELVING, requestId })
+    .claimInstance({
+      instanceUuid,
+      action: 'unshelve',
+      taskState: TaskState.UNSHELVING,
+      requestId,
+      userId: input.userId,
+      projectId: input.projectId,
+    })
     .catch((error: unknown) => Promise.reject(reason(error)));
-  const release = () => database.releaseInstance({ instanceUuid, requestId });
   const imageId = instance.systemMetadata.shelved_image_id;
-  if (imageId && instance.vmState === VmState.SHELVED) {
-    // A pending offload timer of this shelve has nothing left to do; the claim above already
-    // keeps it from acting, this just ends it. It may have ended on its own: that is fine.
-    await getExternalWorkflowHandle(offloadTimerWorkflowId(instanceUuid, imageId))
-      .cancel()
-      .catch(() => undefined);
-  }
 
-  const finished = await withRollback(async () => {
-    if (instance.vmState === VmState.SHELVED) {
-      if (requestedHost) {
-        throw ApplicationFailure.create({
-          type: 'UnshelveInstanceInvalidState',
-          message: `The unshelve of instance ${instanceUuid} names a host, but its status is SHELVED. The server status must be SHELVED_OFFLOADED.`,
-          nonRetryable: true,
-        });
-      }
-      return powerOnInPlace(instance, requestId);
+  return inAction(requestId, async () => {
+    if (imageId && instance.vmState === VmState.SHELVED) {
+      // A pending offload timer of this shelve has nothing left to do; the claim above already
+      // keeps it from acting, this just ends it. It may have ended on its own: that is fine.
+      await getExternalWorkflowHandle(offloadTimerWorkflowId(instanceUuid, imageId))
+        .cancel()
+        .catch(() => undefined);
     }
-    return spawnFromSnapshot(instance, requestId, requestedHost);
-  }, release);
 
-  if (imageId) {
-    step(`deleting snapshot image ${imageId}`);
-    // Best effort, as in Nova: the instance is already running and must stay so.
-    await images
-      .deleteImage({ owner: instance, imageId })
-      .catch((error: unknown) => log.warn('snapshot image not deleted', { imageId, error: String(reason(error)) }));
-  }
-  return finished;
+    const unshelved = await withRollback(
+      async () => {
+        if (instance.vmState === VmState.SHELVED) {
+          if (requestedHost) {
+            throw ApplicationFailure.create({
+              type: 'UnshelveInstanceInvalidState',
+              message: `The unshelve of instance ${instanceUuid} names a host, but its status is SHELVED. The server status must be SHELVED_OFFLOADED.`,
+              nonRetryable: true,
+            });
+          }
+          return powerOnInPlace(instance, requestId);
+        }
+        return spawnFromSnapshot(instance, requestId, requestedHost);
+      },
+      () => database.releaseInstance({ instanceUuid, requestId }),
+    );
+
+    if (imageId) {
+      await inEvent(
+        { requestId, name: 'delete_snapshot_image', host: null, details: `deleting snapshot image ${imageId}` },
+        // Best effort, as in Nova: the instance is already running and must stay so.
+        () =>
+          images
+            .deleteImage({ owner: instance, imageId })
+            .catch((error: unknown) =>
+              log.warn('snapshot image not deleted', { imageId, error: String(reason(error)) }),
+            ),
+      );
+    }
+    return unshelved;
+  });
 }
 
 async function powerOnInPlace(instance: Instance, requestId: string): Promise<Instance> {
@@ -63,15 +80,15 @@ async function powerOnInPlace(instance: Instance, requestId: string): Promise<In
     expectedTaskStates: [TaskState.UNSHELVING],
     changes: { taskState: TaskState.POWERING_ON },
   });
-  step(`powering on on ${host}`);
-  const powerState = await compute(host!).powerOnInstance({ instanceUuid });
-  step('recording the instance as active');
-  return database.saveInstance({
-    instanceUuid,
-    requestId,
-    expectedTaskStates: [TaskState.POWERING_ON],
-    changes: { vmState: VmState.ACTIVE, taskState: null, powerState },
-    removeSystemMetadata: SHELVE_METADATA_KEYS,
+  return inEvent({ requestId, name: 'compute_start_instance', host, details: `powering on on ${host}` }, async () => {
+    const powerState = await compute(host!).powerOnInstance({ instanceUuid });
+    return database.saveInstance({
+      instanceUuid,
+      requestId,
+      expectedTaskStates: [TaskState.POWERING_ON],
+      changes: { vmState: VmState.ACTIVE, taskState: null, powerState },
+      removeSystemMetadata: SHELVE_METADATA_KEYS,
+    });
   });
 }
 
@@ -85,11 +102,18 @@ async function spawnFromSnapshot(instance: Instance, requestId: string, requeste
       nonRetryable: true,
     });
   }
-  step(`checking snapshot image ${imageId}`);
-  await images.getActiveImage({ owner: instance, imageId });
-
-  step(requestedHost ? `checking host ${requestedHost}` : 'scheduling');
-  const destination = await database.selectDestination({ requestedHost });
+  await inEvent({ requestId, name: 'get_image_info', host: null, details: `checking snapshot image ${imageId}` }, () =>
+    images.getActiveImage({ owner: instance, imageId }),
+  );
+  const destination = await inEvent(
+    {
+      requestId,
+      name: 'schedule_instances',
+      host: null,
+      details: requestedHost ? `checking host ${requestedHost}` : 'scheduling',
+    },
+    () => database.selectDestination({ requestedHost }),
+  );
   tagWorkflow({ host: destination.host });
   const spawning = await database.saveInstance({
     instanceUuid,
@@ -104,22 +128,29 @@ async function spawnFromSnapshot(instance: Instance, requestId: string, requeste
   });
 
   return withRollback(
-    async () => {
-      step(`spawning on ${destination.host} from image ${imageId}`);
-      const powerState = await compute(destination.host).spawnInstance({
-        instance: spawning,
-        imageId,
-        disk: 'standalone',
-      });
-      step('recording the instance as active');
-      return database.saveInstance({
-        instanceUuid,
-        requestId,
-        expectedTaskStates: [TaskState.SPAWNING],
-        changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
-        removeSystemMetadata: SHELVE_METADATA_KEYS,
-      });
-    },
+    () =>
+      inEvent(
+        {
+          requestId,
+          name: 'compute_unshelve_instance',
+          host: destination.host,
+          details: `spawning on ${destination.host} from image ${imageId}`,
+        },
+        async () => {
+          const powerState = await compute(destination.host).spawnInstance({
+            instance: spawning,
+            imageId,
+            disk: 'standalone',
+          });
+          return database.saveInstance({
+            instanceUuid,
+            requestId,
+            expectedTaskStates: [TaskState.SPAWNING],
+            changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
+            removeSystemMetadata: SHELVE_METADATA_KEYS,
+          });
+        },
+      ),
     async () => {
       // No half-built domain stays behind; the instance goes back to offloaded, image kept.
       await compute(destination.host).destroyInstance({ instanceUuid });

@@ -6,6 +6,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instanceDirectory } from '../../activities/compute.js';
+import { listInstanceActions } from '../../activities/action-log.js';
 import { getInstance } from '../../activities/database.js';
 import { type Action, startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
@@ -104,6 +105,47 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
     expect(await stack.glance.getImage(e2eOwner, shelvedImageId)).toBeNull();
     expect(await vm.diskIsIntact(stack.config)).toBe(true);
+  });
+
+  it('logs each action with its steps, who asked and how each ended', async () => {
+    const actions = await listInstanceActions(stack.pool, instanceUuid);
+    const log = actions.map(({ action, message, events }) => ({
+      action,
+      message,
+      events: events.map(({ event, result }) => `${event}:${result}`),
+    }));
+    expect(log).toEqual([
+      {
+        action: 'unshelve',
+        message: null,
+        events: [
+          'get_image_info:Success',
+          'schedule_instances:Success',
+          'compute_unshelve_instance:Success',
+          'delete_snapshot_image:Success',
+        ],
+      },
+      {
+        action: 'shelve',
+        message: null,
+        events: [
+          'compute_power_off_instance:Success',
+          'create_snapshot_image:Success',
+          'compute_snapshot_instance:Success',
+          'compute_shelve_offload_instance:Success',
+        ],
+      },
+      {
+        action: 'create',
+        message: null,
+        events: ['schedule_instances:Success', 'compute_build_and_run_instance:Success'],
+      },
+    ]);
+    for (const action of actions) {
+      expect(action).toMatchObject({ userId: e2eOwner.userId, projectId: e2eOwner.projectId });
+      expect(action.finishTime).not.toBeNull();
+      for (const event of action.events) expect(event.finishTime).not.toBeNull();
+    }
   });
 
   it('shelves without offloading (-1): SHELVED on its host, then unshelves in place with the disk untouched', async () => {

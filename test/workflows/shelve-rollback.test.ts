@@ -3,6 +3,7 @@
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listInstanceActions } from '../../activities/action-log.js';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
@@ -42,6 +43,20 @@ describe('a shelve that fails during the upload', () => {
     const instance = await getInstance(stack.pool, instanceUuid);
     expect(instance).toMatchObject({ vmState: 'active', taskState: null, host: stub.host });
     expect(instance.systemMetadata).not.toHaveProperty('shelved_image_id');
+  });
+
+  it('records the failed step in the actions log, with its traceback', async () => {
+    const [shelve, create] = await listInstanceActions(stack.pool, instanceUuid);
+    expect(create).toMatchObject({ action: 'create', message: null });
+    expect(shelve).toMatchObject({ action: 'shelve', message: 'Error', userId: testOwner.userId });
+    expect(shelve!.finishTime).not.toBeNull();
+    expect(shelve!.events.map(({ event, result }) => [event, result])).toEqual([
+      ['compute_power_off_instance', 'Success'],
+      ['create_snapshot_image', 'Success'],
+      ['compute_snapshot_instance', 'Error'],
+    ]);
+    expect(shelve!.events[2]!.host).toBe(stub.host);
+    expect(shelve!.events[2]!.traceback).toContain('ApplicationFailure: No space left on device');
   });
 
   it('lets the next shelve claim the instance and finish', async () => {

@@ -1,0 +1,82 @@
+// The instance actions log, written by the conductor as local activities: each step of an action
+// becomes an event with its own start, finish, result and traceback. The action row itself is
+// written by the claim, in the same transaction that takes the instance.
+import type { Pool } from 'pg';
+
+export type EventResult = 'Success' | 'Error';
+
+export interface ActionEvent {
+  event: string;
+  host: string | null;
+  startTime: string;
+  finishTime: string | null;
+  result: EventResult | null;
+  traceback: string | null;
+}
+
+export interface InstanceActionRecord {
+  action: string;
+  instanceUuid: string;
+  requestId: string;
+  userId: string;
+  projectId: string;
+  startTime: string;
+  finishTime: string | null;
+  message: string | null;
+  events: ActionEvent[];
+}
+
+export function createActionLogActivities(pool: Pool) {
+  return {
+    async startActionEvent({ requestId, event, host }: { requestId: string; event: string; host: string | null }) {
+      await pool.query(
+        `INSERT INTO instance_action_events (action_id, event, host)
+         SELECT id, $2, $3 FROM instance_actions WHERE request_id = $1
+         ON CONFLICT (action_id, event) DO UPDATE
+           SET start_time = now(), finish_time = NULL, result = NULL, traceback = NULL, host = EXCLUDED.host`,
+        [requestId, event, host],
+      );
+    },
+
+    async finishActionEvent(finish: { requestId: string; event: string; result: EventResult; traceback?: string }) {
+      await pool.query(
+        `UPDATE instance_action_events e SET finish_time = now(), result = $3, traceback = $4
+         FROM instance_actions a WHERE e.action_id = a.id AND a.request_id = $1 AND e.event = $2`,
+        [finish.requestId, finish.event, finish.result, finish.traceback ?? null],
+      );
+    },
+
+    async finishAction({ requestId, result }: { requestId: string; result: EventResult }) {
+      await pool.query('UPDATE instance_actions SET finish_time = now(), message = $2 WHERE request_id = $1', [
+        requestId,
+        result === 'Error' ? 'Error' : null,
+      ]);
+    },
+  };
+}
+
+export type ActionLogActivities = ReturnType<typeof createActionLogActivities>;
+
+/** An instance's actions, newest first, each with its events in the order they started. */
+export async function listInstanceActions(pool: Pool, instanceUuid: string): Promise<InstanceActionRecord[]> {
+  const { rows } = await pool.query(
+    `SELECT a.*, coalesce(json_agg(json_build_object(
+         'event', e.event, 'host', e.host, 'startTime', e.start_time, 'finishTime', e.finish_time,
+         'result', e.result, 'traceback', e.traceback) ORDER BY e.start_time, e.id)
+       FILTER (WHERE e.id IS NOT NULL), '[]') AS events
+     FROM instance_actions a LEFT JOIN instance_action_events e ON e.action_id = a.id
+     WHERE a.instance_uuid = $1 GROUP BY a.id ORDER BY a.start_time DESC, a.id DESC`,
+    [instanceUuid],
+  );
+  return rows.map((row) => ({
+    action: row.action,
+    instanceUuid: row.instance_uuid,
+    requestId: row.request_id,
+    userId: row.user_id,
+    projectId: row.project_id,
+    startTime: (row.start_time as Date).toISOString(),
+    finishTime: row.finish_time ? (row.finish_time as Date).toISOString() : null,
+    message: row.message,
+    events: row.events,
+  }));
+}
