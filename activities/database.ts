@@ -12,6 +12,7 @@ import {
   type TaskState,
   type VmState,
 } from '../lib/nova.js';
+import { type HostState, type RequestSpec, selectHost } from '../lib/scheduler.js';
 
 export interface ClaimRequest {
   instanceUuid: string;
@@ -33,6 +34,7 @@ export interface InstanceChanges {
   host?: string | null;
   node?: string | null;
   availabilityZone?: string | null;
+  requestedAvailabilityZone?: string | null;
   /** Set launched_at to the database's now(). */
   launched?: boolean;
 }
@@ -54,9 +56,16 @@ export interface CreateInstanceRequest {
   userId: string;
   imageRef: string;
   flavor: Flavor;
+  /** The availability zone the instance is pinned to, if any. */
+  availabilityZone: string | null;
   requestId: string;
   /** system_metadata at build, e.g. the image's properties as image_* keys. */
   systemMetadata: Record<string, string>;
+}
+
+export interface DestinationRequest extends RequestSpec {
+  /** The instance being placed: its own usage does not count against the hosts. */
+  instanceUuid: string;
 }
 
 export interface Destination {
@@ -77,6 +86,7 @@ function instanceFromRow(row: QueryResultRow, systemMetadata: Record<string, str
     host: row.host,
     node: row.node,
     availabilityZone: row.availability_zone,
+    requestedAvailabilityZone: row.requested_availability_zone,
     vmState: row.vm_state,
     taskState: row.task_state,
     powerState: row.power_state,
@@ -176,6 +186,7 @@ const COLUMN_OF: Record<Exclude<keyof InstanceChanges, 'launched'>, string> = {
   host: 'host',
   node: 'node',
   availabilityZone: 'availability_zone',
+  requestedAvailabilityZone: 'requested_availability_zone',
 };
 
 export function createDatabaseActivities(pool: Pool) {
@@ -284,8 +295,8 @@ export function createDatabaseActivities(pool: Pool) {
       return inTransaction(pool, async (client) => {
         const { rowCount } = await client.query(
           `INSERT INTO instances (uuid, display_name, project_id, user_id, vm_state, task_state, task_request_id,
-             image_ref, flavorid, flavor_name, vcpus, memory_mb, root_gb, ephemeral_gb, swap)
-           VALUES ($1, $2, $3, $4, 'building', 'spawning', $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             image_ref, flavorid, flavor_name, vcpus, memory_mb, root_gb, ephemeral_gb, swap, requested_availability_zone)
+           VALUES ($1, $2, $3, $4, 'building', 'spawning', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
            ON CONFLICT (uuid) DO NOTHING`,
           [
             request.uuid,
@@ -301,6 +312,7 @@ export function createDatabaseActivities(pool: Pool) {
             flavor.rootGb,
             flavor.ephemeralGb,
             flavor.swap,
+            request.availabilityZone,
           ],
         );
         const instance = await getInstance(client, request.uuid);
@@ -318,50 +330,77 @@ export function createDatabaseActivities(pool: Pool) {
     },
 
     /**
-     * Picks the host an instance is spawned on: the requested one, else the live host with the
-     * fewest instances.
+     * Picks the host an instance is spawned on (lib/scheduler.ts), from the hosts' reported
+     * capacity and what the instances placed on them take.
      */
-    async selectDestination({ requestedHost }: { requestedHost?: string | null }): Promise<Destination> {
-      const { rows } = await pool.query<{ host: string; availability_zone: string; up: boolean }>(
-        `SELECT c.host, c.availability_zone, c.updated_at > now() - make_interval(secs => $1) AS up
-         FROM compute_nodes c LEFT JOIN instances i ON i.host = c.host
-         GROUP BY c.host ORDER BY count(i.uuid), c.host`,
-        [SERVICE_DOWN_SECONDS],
+    async selectDestination(request: DestinationRequest): Promise<Destination> {
+      const { rows } = await pool.query(
+        `SELECT c.*, c.updated_at > now() - make_interval(secs => $1) AS up,
+           coalesce(sum(i.vcpus), 0)::int AS vcpus_used,
+           coalesce(sum(i.memory_mb), 0)::int AS memory_mb_used,
+           coalesce(sum(i.root_gb + i.ephemeral_gb + i.swap / 1024.0), 0)::float AS local_gb_used
+         FROM compute_nodes c
+         LEFT JOIN instances i ON i.host = c.host AND i.vm_state <> 'shelved_offloaded' AND i.uuid <> $2
+         GROUP BY c.host`,
+        [SERVICE_DOWN_SECONDS, request.instanceUuid],
       );
-      const candidates = requestedHost ? rows.filter((row) => row.host === requestedHost) : rows;
-      if (requestedHost && candidates.length === 0) {
-        throw ApplicationFailure.create({
-          type: 'ComputeHostNotFound',
-          message: `Compute host ${requestedHost} could not be found.`,
-          nonRetryable: true,
-        });
-      }
-      const chosen = candidates.find((row) => row.up);
-      if (!chosen) {
-        throw ApplicationFailure.create({
-          type: 'NoValidHost',
-          message: `No valid host was found: ${requestedHost ? `host ${requestedHost} is down` : 'no compute host is up'}.`,
-          nonRetryable: true,
-        });
-      }
-      return { host: chosen.host, node: chosen.host, availabilityZone: chosen.availability_zone };
+      const chosen = selectHost(
+        rows.map((row): HostState => ({
+          host: row.host,
+          availabilityZone: row.availability_zone,
+          up: row.up,
+          vcpus: row.vcpus,
+          memoryMb: row.memory_mb,
+          localGb: row.local_gb,
+          cpuAllocationRatio: row.cpu_allocation_ratio,
+          ramAllocationRatio: row.ram_allocation_ratio,
+          diskAllocationRatio: row.disk_allocation_ratio,
+          vcpusUsed: row.vcpus_used,
+          memoryMbUsed: row.memory_mb_used,
+          localGbUsed: row.local_gb_used,
+        })),
+        request,
+      );
+      return { host: chosen.host, node: chosen.host, availabilityZone: chosen.availabilityZone };
     },
   };
 }
 
 export type DatabaseActivities = ReturnType<typeof createDatabaseActivities>;
 
+export interface ComputeNodeReport {
+  host: string;
+  availabilityZone: string;
+  hypervisorType: string;
+  vcpus: number;
+  memoryMb: number;
+  localGb: number;
+  cpuAllocationRatio: number;
+  ramAllocationRatio: number;
+  diskAllocationRatio: number;
+}
+
 /** A compute worker's report that its host is alive, with its capacity. */
-export async function reportComputeNode(
-  pool: Pool,
-  node: { host: string; availabilityZone: string; hypervisorType: string; vcpus: number; memoryMb: number },
-): Promise<void> {
+export async function reportComputeNode(pool: Pool, node: ComputeNodeReport): Promise<void> {
   await pool.query(
-    `INSERT INTO compute_nodes (host, availability_zone, hypervisor_type, vcpus, memory_mb, updated_at)
-     VALUES ($1, $2, $3, $4, $5, now())
+    `INSERT INTO compute_nodes (host, availability_zone, hypervisor_type, vcpus, memory_mb, local_gb,
+       cpu_allocation_ratio, ram_allocation_ratio, disk_allocation_ratio, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
      ON CONFLICT (host) DO UPDATE SET availability_zone = EXCLUDED.availability_zone,
        hypervisor_type = EXCLUDED.hypervisor_type, vcpus = EXCLUDED.vcpus, memory_mb = EXCLUDED.memory_mb,
+       local_gb = EXCLUDED.local_gb, cpu_allocation_ratio = EXCLUDED.cpu_allocation_ratio,
+       ram_allocation_ratio = EXCLUDED.ram_allocation_ratio, disk_allocation_ratio = EXCLUDED.disk_allocation_ratio,
        updated_at = now()`,
-    [node.host, node.availabilityZone, node.hypervisorType, node.vcpus, node.memoryMb],
+    [
+      node.host,
+      node.availabilityZone,
+      node.hypervisorType,
+      node.vcpus,
+      node.memoryMb,
+      node.localGb,
+      node.cpuAllocationRatio,
+      node.ramAllocationRatio,
+      node.diskAllocationRatio,
+    ],
   );
 }

@@ -29,6 +29,10 @@ export interface Config {
     virtType: 'kvm' | 'qemu';
     /** Where instance folders (disks) and the image cache (_base) live on this host. */
     instancesPath: string;
+    /** Overcommit this host allows the scheduler (Nova's initial allocation ratios). */
+    cpuAllocationRatio: number;
+    ramAllocationRatio: number;
+    diskAllocationRatio: number;
   };
   /** Seconds to wait for a clean guest shutdown before destroying the domain (Nova: 60). */
   shutdownTimeout: number;
@@ -44,6 +48,14 @@ function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
   if (!Number.isInteger(value) || value < min) {
     throw new Error(`${name} must be an integer >= ${min}, got '${raw}'`);
   }
+  return value;
+}
+
+function ratio(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a number > 0, got '${raw}'`);
   return value;
 }
 
@@ -71,6 +83,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       libvirtUri: env.LIBVIRT_URI ?? 'qemu:///system',
       virtType: virtType(env),
       instancesPath: path.resolve(env.INSTANCES_PATH ?? path.join(repoDir, '.stack', 'instances')),
+      cpuAllocationRatio: ratio(env, 'CPU_ALLOCATION_RATIO', 4.0),
+      ramAllocationRatio: ratio(env, 'RAM_ALLOCATION_RATIO', 1.0),
+      diskAllocationRatio: ratio(env, 'DISK_ALLOCATION_RATIO', 1.0),
     },
     shutdownTimeout: integer(env, 'SHUTDOWN_TIMEOUT', 60, 0),
     shelvedOffloadTime: integer(env, 'SHELVED_OFFLOAD_TIME', 0, -1),

@@ -75,7 +75,10 @@ export interface Instance {
   userId: string;
   host: string | null;
   node: string | null;
+  /** The zone of the host the instance is on now. */
   availabilityZone: string | null;
+  /** The zone the instance is pinned to (Nova's RequestSpec.availability_zone); null for anywhere. */
+  requestedAvailabilityZone: string | null;
   vmState: VmState;
   taskState: TaskState | null;
   powerState: PowerState;

@@ -1,5 +1,6 @@
 // The compute worker of one hypervisor host: libvirt and disk activities on its own task queue.
 // It registers its host with the scheduler and reports it alive every few seconds.
+import { mkdir, statfs } from 'node:fs/promises';
 import { type NativeConnection, Worker } from '@temporalio/worker';
 import pg from 'pg';
 import { createComputeActivities } from '../activities/compute.js';
@@ -25,14 +26,22 @@ export async function createComputeWorker(config: Config, connection: NativeConn
 /** Reports the host to the scheduler now and then every few seconds; returns the stop function. */
 export async function reportHostAlive(config: Config, pool: pg.Pool, libvirt: LibvirtConnection) {
   const info = await (await libvirt.open()).nodeGetInfo();
-  const report = () =>
-    reportComputeNode(pool, {
-      host: config.compute.host,
-      availabilityZone: config.compute.availabilityZone,
-      hypervisorType: config.compute.virtType,
+  const { compute } = config;
+  await mkdir(compute.instancesPath, { recursive: true });
+  const report = async () => {
+    const disk = await statfs(compute.instancesPath);
+    await reportComputeNode(pool, {
+      host: compute.host,
+      availabilityZone: compute.availabilityZone,
+      hypervisorType: compute.virtType,
       vcpus: info.cpus,
       memoryMb: Math.floor(info.memory / 1024),
+      localGb: Math.floor((disk.blocks * disk.bsize) / 1024 ** 3),
+      cpuAllocationRatio: compute.cpuAllocationRatio,
+      ramAllocationRatio: compute.ramAllocationRatio,
+      diskAllocationRatio: compute.diskAllocationRatio,
     });
+  };
   await report();
   const timer = setInterval(() => {
     report().catch((error: unknown) => logger.warn({ err: error }, 'host report failed'));

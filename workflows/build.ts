@@ -13,6 +13,8 @@ export interface BuildInput {
   userId: string;
   imageRef: string;
   flavor: Flavor;
+  /** Pin the instance to this availability zone, for this build and every later unshelve. */
+  availabilityZone?: string;
   host?: string;
   requestId?: string;
 }
@@ -44,6 +46,7 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
     userId: input.userId,
     imageRef: input.imageRef,
     flavor: input.flavor,
+    availabilityZone: input.availabilityZone ?? null,
     requestId,
     systemMetadata: imageSystemMetadata(image),
   });
@@ -61,7 +64,12 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
     const destination = await withRollback(
       () =>
         inEvent({ requestId, name: 'schedule_instances', host: null, details: 'scheduling' }, () =>
-          database.selectDestination({ requestedHost: input.host }),
+          database.selectDestination({
+            instanceUuid,
+            flavor: input.flavor,
+            availabilityZone: input.availabilityZone ?? null,
+            requestedHost: input.host,
+          }),
         ),
       fail,
     );

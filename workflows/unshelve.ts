@@ -10,11 +10,34 @@ import { type ActionInput, checkedInput, inAction, inEvent, reason, tagWorkflow,
 export interface UnshelveInput extends ActionInput {
   /** Spawn on this host (Nova 2.91, admin-only through the API); only for SHELVED_OFFLOADED. */
   host?: string;
+  /**
+   * Spawn in this availability zone and pin the instance to it (Nova 2.77), or null to unpin it
+   * (2.91); absent keeps the zone it is pinned to. Only for SHELVED_OFFLOADED.
+   */
+  availabilityZone?: string | null;
+}
+
+/** The zone to schedule in: the requested one when the request names one, else the pinned one (spec §5.2). */
+function targetZone(input: UnshelveInput, instance: Instance): string | null {
+  return 'availabilityZone' in input ? (input.availabilityZone ?? null) : instance.requestedAvailabilityZone;
+}
+
+function checkedPlacement(input: UnshelveInput): void {
+  const { host, availabilityZone } = input;
+  const bad =
+    host !== undefined && typeof host !== 'string'
+      ? `host must be a string, got ${JSON.stringify(host)}`
+      : availabilityZone !== undefined && availabilityZone !== null && typeof availabilityZone !== 'string'
+        ? `availabilityZone must be a string or null, got ${JSON.stringify(availabilityZone)}`
+        : null;
+  if (bad)
+    throw ApplicationFailure.create({ type: 'InvalidInput', message: `unshelveInstance: ${bad}`, nonRetryable: true });
 }
 
 export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instance> {
   const input = checkedInput('unshelveInstance', rawInput);
-  const { instanceUuid, requestId, host: requestedHost } = input;
+  const { instanceUuid, requestId } = input;
+  checkedPlacement(input);
   tagWorkflow({ instanceUuid, action: 'unshelve' });
 
   const instance = await database
@@ -41,16 +64,16 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
     const unshelved = await withRollback(
       async () => {
         if (instance.vmState === VmState.SHELVED) {
-          if (requestedHost) {
+          if (input.host || 'availabilityZone' in input) {
             throw ApplicationFailure.create({
               type: 'UnshelveInstanceInvalidState',
-              message: `The unshelve of instance ${instanceUuid} names a host, but its status is SHELVED. The server status must be SHELVED_OFFLOADED.`,
+              message: `The unshelve of instance ${instanceUuid} names a host or an availability zone, but its status is SHELVED. The server status must be SHELVED_OFFLOADED.`,
               nonRetryable: true,
             });
           }
           return powerOnInPlace(instance, requestId);
         }
-        return spawnFromSnapshot(instance, requestId, requestedHost);
+        return spawnFromSnapshot(instance, requestId, input);
       },
       () => database.releaseInstance({ instanceUuid, requestId }),
     );
@@ -92,8 +115,10 @@ async function powerOnInPlace(instance: Instance, requestId: string): Promise<In
   });
 }
 
-async function spawnFromSnapshot(instance: Instance, requestId: string, requestedHost?: string): Promise<Instance> {
+async function spawnFromSnapshot(instance: Instance, requestId: string, input: UnshelveInput): Promise<Instance> {
   const { uuid: instanceUuid } = instance;
+  const { host: requestedHost } = input;
+  const zone = targetZone(input, instance);
   const imageId = instance.systemMetadata.shelved_image_id;
   if (!imageId) {
     throw ApplicationFailure.create({
@@ -112,7 +137,7 @@ async function spawnFromSnapshot(instance: Instance, requestId: string, requeste
       host: null,
       details: requestedHost ? `checking host ${requestedHost}` : 'scheduling',
     },
-    () => database.selectDestination({ requestedHost }),
+    () => database.selectDestination({ instanceUuid, flavor: instance.flavor, availabilityZone: zone, requestedHost }),
   );
   tagWorkflow({ host: destination.host });
   const spawning = await database.saveInstance({
@@ -124,6 +149,8 @@ async function spawnFromSnapshot(instance: Instance, requestId: string, requeste
       host: destination.host,
       node: destination.node,
       availabilityZone: destination.availabilityZone,
+      // Unlike Nova (bug 1978573), the pin changes only once the request could be placed.
+      requestedAvailabilityZone: zone,
     },
   });
 

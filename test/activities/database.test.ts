@@ -20,6 +20,7 @@ async function activeInstance(): Promise<string> {
     userId: 'u',
     imageRef: randomUUID(),
     flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 },
+    availabilityZone: null,
     requestId,
     systemMetadata: {},
   });

@@ -22,8 +22,8 @@ describe('a VM moving between two hosts through shelve-offload and unshelve', ()
 
   afterAll(async () => {
     if (vm) {
-      await second.destroyInstance(vm.instanceUuid);
-      await stack.compute.destroyInstance(vm.instanceUuid);
+      await second.removeInstance(vm.instanceUuid);
+      await stack.compute.removeInstance(vm.instanceUuid);
       await vm.deleteBootImage();
     }
     await stack?.stop();

@@ -32,7 +32,7 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
 
   afterAll(async () => {
     if (vm) {
-      await stack.compute.destroyInstance(vm.instanceUuid);
+      await stack.compute.removeInstance(vm.instanceUuid);
       await vm.deleteBootImage();
     }
     await stack?.stop();

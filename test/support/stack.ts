@@ -17,8 +17,8 @@ import { createConductorWorker } from '../../workers/conductor.js';
 /** A compute host's worker running in this process, with its own instance folder. */
 export interface TestComputeHost {
   config: Config;
-  /** Removes an instance's domain and files from this host, as an offload would. */
-  destroyInstance(instanceUuid: string): Promise<void>;
+  /** Removes a test's instance: its domain and files from this host, and its record. */
+  removeInstance(instanceUuid: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -50,7 +50,11 @@ async function startComputeHost(
   const compute = createComputeActivities(config.compute, libvirt, glance);
   return {
     config,
-    destroyInstance: (instanceUuid) => new MockActivityEnvironment().run(compute.destroyInstance, { instanceUuid }),
+    async removeInstance(instanceUuid) {
+      await new MockActivityEnvironment().run(compute.destroyInstance, { instanceUuid });
+      // Gone from the database too, or it would count against the host's capacity.
+      await pool.query('DELETE FROM instances WHERE uuid = $1', [instanceUuid]);
+    },
     async stop() {
       stopReporting();
       worker.shutdown();

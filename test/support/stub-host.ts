@@ -19,11 +19,21 @@ export interface StubHost {
   /** What the stub's snapshotInstance does: records the image id and uploads a few bytes into it. */
   snapshot(imageId: string): Promise<{ size: number }>;
   /** Builds an ACTIVE instance on this host (its boot image is an empty one in Glance). */
-  buildInstance(): Promise<Instance>;
+  buildInstance(options?: { availabilityZone?: string; memoryMb?: number }): Promise<Instance>;
   stop(): Promise<void>;
 }
 
-export async function startStubHost(stack: TestStack, overrides: Partial<ComputeActivities> = {}): Promise<StubHost> {
+export interface StubHostOptions {
+  availabilityZone?: string;
+  /** Memory the host offers the scheduler; ample unless a test is about capacity. */
+  memoryMb?: number;
+}
+
+export async function startStubHost(
+  stack: TestStack,
+  overrides: Partial<ComputeActivities> = {},
+  { availabilityZone = 'nova', memoryMb = 64 * 1024 }: StubHostOptions = {},
+): Promise<StubHost> {
   const host = `stub-${randomUUID().slice(0, 8)}`;
   const snapshots: string[] = [];
   const snapshot = async (imageId: string) => {
@@ -51,10 +61,14 @@ export async function startStubHost(stack: TestStack, overrides: Partial<Compute
   const running = worker.run().finally(() => connection.close());
   await reportComputeNode(stack.pool, {
     host,
-    availabilityZone: 'nova',
+    availabilityZone,
     hypervisorType: 'stub',
-    vcpus: 1,
-    memoryMb: 1024,
+    vcpus: 64,
+    memoryMb,
+    localGb: 100,
+    cpuAllocationRatio: 4,
+    ramAllocationRatio: 1,
+    diskAllocationRatio: 1,
   });
 
   // The stub host never reads the boot image: an empty one is enough.
@@ -73,13 +87,22 @@ export async function startStubHost(stack: TestStack, overrides: Partial<Compute
     host,
     snapshots,
     snapshot,
-    async buildInstance() {
+    async buildInstance({ availabilityZone: pinned, memoryMb: flavorMemoryMb = 128 } = {}) {
       const handle = await startAction(stack.client, stack.config, 'build', {
         instanceUuid: randomUUID(),
         displayName: 'wf',
         ...testOwner,
         imageRef: bootImageId,
-        flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 },
+        flavor: {
+          flavorid: '1',
+          name: 'm1.tiny',
+          vcpus: 1,
+          memoryMb: flavorMemoryMb,
+          rootGb: 1,
+          ephemeralGb: 0,
+          swap: 0,
+        },
+        availabilityZone: pinned,
         host,
       });
       return (await handle.result()) as Instance;

@@ -16,6 +16,7 @@ const instance: Instance = {
   host: 'h1',
   node: 'h1',
   availabilityZone: 'nova',
+  requestedAvailabilityZone: null,
   vmState: 'active',
   taskState: 'shelving',
   powerState: 1,
