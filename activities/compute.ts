@@ -11,8 +11,14 @@ import { ApplicationFailure } from '@temporalio/common';
 import { DomainState } from '@unraid/libvirt';
 import type { Config } from '../lib/config.js';
 import { type GlanceClient, ImageDigest } from '../lib/glance.js';
-import { domainXml, type LibvirtConnection, powerStateOf } from '../lib/libvirt.js';
-import { type Instance, PowerState } from '../lib/nova.js';
+import {
+  type DomainDisk,
+  domainXml,
+  type LibvirtConnection,
+  powerStateOf,
+  refreshStoragePool,
+} from '../lib/libvirt.js';
+import { type Instance, PowerState, rootVolume } from '../lib/nova.js';
 import * as qemuImg from '../lib/qemu-img.js';
 
 /** What the CLI and the Web UI read from an activity's heartbeat. */
@@ -47,15 +53,18 @@ function checkedId(kind: string, id: string): string {
   return id.toLowerCase();
 }
 
+/** Where an instance's root disk comes from when it is spawned. */
+export type RootDiskSource =
+  /** A boot image, cached once under _base and shared by qcow2 overlays (Nova's image cache). */
+  | { kind: 'overlay'; imageId: string }
+  /** The instance's shelve snapshot: deleted from Glance right after, so it becomes its own disk. */
+  | { kind: 'standalone'; imageId: string }
+  /** A volume in the storage pool; made from `imageId` when it does not exist yet. */
+  | { kind: 'volume'; volumeId: string; imageId: string | null; sizeGb: number };
+
 export interface SpawnRequest {
   instance: Instance;
-  imageId: string;
-  /**
-   * `overlay`: the image is a boot image, cached once under _base and shared by qcow2 overlays
-   * (as Nova's image cache). `standalone`: the image is this instance's shelve snapshot, which is
-   * deleted from Glance right after, so it becomes the instance's own disk.
-   */
-  disk: 'overlay' | 'standalone';
+  root: RootDiskSource;
 }
 
 /** The folder holding an instance's files on its host. */
@@ -66,6 +75,19 @@ export function instanceDirectory(instancesPath: string, instanceUuid: string): 
 /** An instance's root disk on its host. */
 export function rootDiskPath(instancesPath: string, instanceUuid: string): string {
   return path.join(instanceDirectory(instancesPath, instanceUuid), 'disk');
+}
+
+/** A volume's name in the storage pool. */
+export function volumeName(volumeId: string): string {
+  return `volume-${checkedId('volume', volumeId)}`;
+}
+
+/** The file holding an instance's root disk: its volume's, or the one in its instance folder. */
+export function rootDiskFile(compute: Config['compute'], instance: Pick<Instance, 'uuid' | 'blockDeviceMappings'>) {
+  const volume = rootVolume(instance);
+  return volume?.volumeId
+    ? path.join(compute.volumePool.path, volumeName(volume.volumeId))
+    : rootDiskPath(compute.instancesPath, instance.uuid);
 }
 
 export function createComputeActivities(config: Config['compute'], libvirt: LibvirtConnection, glance: GlanceClient) {
@@ -104,6 +126,47 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
   }
 
   /** Starts the instance's defined domain, if it is not running already. */
+  /** The boot image in this host's cache, downloaded the first time. */
+  async function cachedImage(owner: Instance, imageId: string): Promise<{ path: string } & qemuImg.ImageInfo> {
+    const base = path.join(config.instancesPath, '_base', checkedId('image', imageId));
+    await mkdir(path.dirname(base), { recursive: true });
+    await stat(base).catch(() => download(owner, imageId, base));
+    return { path: base, ...(await qemuImg.imageInfo(base)) };
+  }
+
+  async function prepareRootDisk(instance: Instance, root: RootDiskSource): Promise<DomainDisk> {
+    const rootSize = instance.flavor.rootGb * 1024 ** 3;
+    if (root.kind === 'standalone') {
+      const file = diskPath(instance.uuid);
+      await download(instance, root.imageId, file);
+      return { type: 'file', path: file, format: (await qemuImg.imageInfo(file)).format };
+    }
+    if (root.kind === 'overlay') {
+      const file = diskPath(instance.uuid);
+      const base = await cachedImage(instance, root.imageId);
+      await rm(file, { force: true });
+      await qemuImg.createOverlay(file, base.path, base.format, Math.max(rootSize, base.virtualSize));
+      return { type: 'file', path: file, format: 'qcow2' };
+    }
+    const volume = volumeName(root.volumeId);
+    const file = path.join(config.volumePool.path, volume);
+    if (!(await stat(file).catch(() => null))) {
+      if (!root.imageId) {
+        throw ApplicationFailure.create({
+          type: 'VolumeNotFound',
+          message: `Volume ${root.volumeId} of instance ${instance.uuid} is not in pool ${config.volumePool.name}.`,
+          nonRetryable: true,
+        });
+      }
+      const base = await cachedImage(instance, root.imageId);
+      await qemuImg.convert(base.path, `${file}.part`, 'qcow2');
+      await qemuImg.resize(`${file}.part`, Math.max(root.sizeGb * 1024 ** 3, base.virtualSize));
+      await rename(`${file}.part`, file);
+      await refreshStoragePool(config.libvirtUri, config.volumePool.name);
+    }
+    return { type: 'volume', pool: config.volumePool.name, volume, format: (await qemuImg.imageInfo(file)).format };
+  }
+
   async function powerOnInstance({ instanceUuid }: { instanceUuid: string }): Promise<PowerState> {
     const domain = await libvirt.lookupInstance(instanceUuid);
     if (!domain) {
@@ -188,26 +251,13 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
       log.info('instance destroyed on host', { instanceUuid, host: config.host });
     },
 
-    /** Builds the instance's disk from an image, defines its domain and starts it. */
-    async spawnInstance({ instance, imageId, disk }: SpawnRequest): Promise<PowerState> {
-      const existing = await libvirt.lookupInstance(instance.uuid);
-      if (!existing) {
-        const root = diskPath(instance.uuid);
+    /** Prepares the instance's root disk, defines its domain and starts it. */
+    async spawnInstance({ instance, root }: SpawnRequest): Promise<PowerState> {
+      if (!(await libvirt.lookupInstance(instance.uuid))) {
         await mkdir(instanceDir(instance.uuid), { recursive: true });
-        const rootSize = instance.flavor.rootGb * 1024 ** 3;
-        if (disk === 'standalone') {
-          await download(instance, imageId, root);
-        } else {
-          const base = path.join(config.instancesPath, '_base', checkedId('image', imageId));
-          await mkdir(path.dirname(base), { recursive: true });
-          await stat(base).catch(() => download(instance, imageId, base));
-          const { format, virtualSize } = await qemuImg.imageInfo(base);
-          await rm(root, { force: true });
-          await qemuImg.createOverlay(root, base, format, Math.max(rootSize, virtualSize));
-        }
-        const { format } = await qemuImg.imageInfo(root);
+        const disk = await prepareRootDisk(instance, root);
         const hypervisor = await libvirt.open();
-        await hypervisor.domainDefineXML(domainXml(instance, { path: root, format }, config.virtType));
+        await hypervisor.domainDefineXML(domainXml(instance, disk, config.virtType));
       }
       return powerOnInstance({ instanceUuid: instance.uuid });
     },

@@ -5,6 +5,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import {
   ALLOWED_VM_STATES,
+  type BlockDeviceMapping,
   type Flavor,
   type Instance,
   type InstanceAction,
@@ -61,6 +62,7 @@ export interface CreateInstanceRequest {
   requestId: string;
   /** system_metadata at build, e.g. the image's properties as image_* keys. */
   systemMetadata: Record<string, string>;
+  blockDeviceMappings: BlockDeviceMapping[];
 }
 
 export interface DestinationRequest extends RequestSpec {
@@ -77,7 +79,11 @@ export interface Destination {
 /** How long a compute host may stay silent before the scheduler counts it as down. */
 const SERVICE_DOWN_SECONDS = 60;
 
-function instanceFromRow(row: QueryResultRow, systemMetadata: Record<string, string>): Instance {
+function instanceFromRow(
+  row: QueryResultRow,
+  systemMetadata: Record<string, string>,
+  blockDeviceMappings: BlockDeviceMapping[],
+): Instance {
   return {
     uuid: row.uuid,
     displayName: row.display_name,
@@ -102,7 +108,25 @@ function instanceFromRow(row: QueryResultRow, systemMetadata: Record<string, str
     },
     launchedAt: row.launched_at ? (row.launched_at as Date).toISOString() : null,
     systemMetadata,
+    blockDeviceMappings,
   };
+}
+
+async function blockDeviceMappingsOf(db: Pool | PoolClient, instanceUuid: string): Promise<BlockDeviceMapping[]> {
+  const { rows } = await db.query(
+    `SELECT boot_index, source_type, destination_type, image_id, volume_id, volume_size_gb, device_name
+     FROM block_device_mappings WHERE instance_uuid = $1 ORDER BY boot_index NULLS LAST, device_name`,
+    [instanceUuid],
+  );
+  return rows.map((row) => ({
+    bootIndex: row.boot_index,
+    sourceType: row.source_type,
+    destinationType: row.destination_type,
+    imageId: row.image_id,
+    volumeId: row.volume_id,
+    volumeSizeGb: row.volume_size_gb,
+    deviceName: row.device_name,
+  }));
 }
 
 async function systemMetadataOf(db: Pool | PoolClient, instanceUuid: string): Promise<Record<string, string>> {
@@ -127,7 +151,11 @@ export async function getInstance(db: Pool | PoolClient, instanceUuid: string): 
   if (!UUID.test(instanceUuid)) throw instanceNotFound(instanceUuid);
   const { rows } = await db.query('SELECT * FROM instances WHERE uuid = $1', [instanceUuid]);
   if (rows.length === 0) throw instanceNotFound(instanceUuid);
-  return instanceFromRow(rows[0]!, await systemMetadataOf(db, instanceUuid));
+  return instanceFromRow(
+    rows[0]!,
+    await systemMetadataOf(db, instanceUuid),
+    await blockDeviceMappingsOf(db, instanceUuid),
+  );
 }
 
 async function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
@@ -324,6 +352,23 @@ export function createDatabaseActivities(pool: Pool) {
           });
         }
         await writeSystemMetadata(client, request.uuid, request.systemMetadata);
+        for (const bdm of request.blockDeviceMappings) {
+          await client.query(
+            `INSERT INTO block_device_mappings (instance_uuid, boot_index, source_type, destination_type, image_id,
+               volume_id, volume_size_gb, device_name)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (instance_uuid, device_name) DO NOTHING`,
+            [
+              request.uuid,
+              bdm.bootIndex,
+              bdm.sourceType,
+              bdm.destinationType,
+              bdm.imageId,
+              bdm.volumeId,
+              bdm.volumeSizeGb,
+              bdm.deviceName,
+            ],
+          );
+        }
         await recordAction(client, { instanceUuid: request.uuid, action: 'create', requestId: request.requestId });
         return getInstance(client, request.uuid);
       });

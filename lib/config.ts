@@ -29,6 +29,11 @@ export interface Config {
     virtType: 'kvm' | 'qemu';
     /** Where instance folders (disks) and the image cache (_base) live on this host. */
     instancesPath: string;
+    /**
+     * The libvirt directory pool holding volumes (root disks of volume-backed instances). It
+     * outlives domains; hosts that are to re-attach each other's volumes share its folder.
+     */
+    volumePool: { name: string; path: string };
     /** Overcommit this host allows the scheduler (Nova's initial allocation ratios). */
     cpuAllocationRatio: number;
     ramAllocationRatio: number;
@@ -83,6 +88,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       libvirtUri: env.LIBVIRT_URI ?? 'qemu:///system',
       virtType: virtType(env),
       instancesPath: path.resolve(env.INSTANCES_PATH ?? path.join(repoDir, '.stack', 'instances')),
+      volumePool: {
+        name: env.VOLUME_POOL ?? 'vm-shelve-volumes',
+        path: path.resolve(env.VOLUMES_PATH ?? path.join(repoDir, '.stack', 'volumes')),
+      },
       cpuAllocationRatio: ratio(env, 'CPU_ALLOCATION_RATIO', 4.0),
       ramAllocationRatio: ratio(env, 'RAM_ALLOCATION_RATIO', 1.0),
       diskAllocationRatio: ratio(env, 'DISK_ALLOCATION_RATIO', 1.0),

@@ -1,5 +1,7 @@
 // libvirt through @unraid/libvirt (node-libvirt no longer builds on Node 20), plus the
 // instance → domain mapping.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { type Domain, DomainState, Hypervisor, LibvirtError } from '@unraid/libvirt';
 import { type Instance, PowerState } from './nova.js';
 
@@ -35,9 +37,14 @@ function escapeXml(text: string): string {
   );
 }
 
-export interface DomainDisk {
-  path: string;
-  format: string;
+/** Where a domain's root disk lives: a file on the host, or a volume in a storage pool. */
+export type DomainDisk =
+  { type: 'file'; path: string; format: string } | { type: 'volume'; pool: string; volume: string; format: string };
+
+function diskSource(disk: DomainDisk): string {
+  return disk.type === 'file'
+    ? `<source file='${escapeXml(disk.path)}'/>`
+    : `<source pool='${escapeXml(disk.pool)}' volume='${escapeXml(disk.volume)}'/>`;
 }
 
 /** The domain definition of an instance: its flavor's CPUs and memory, its root disk, a console. */
@@ -58,9 +65,9 @@ export function domainXml(
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
-    <disk type='file' device='disk'>
+    <disk type='${rootDisk.type}' device='disk'>
       <driver name='qemu' type='${rootDisk.format}' cache='none'/>
-      <source file='${escapeXml(rootDisk.path)}'/>
+      ${diskSource(rootDisk)}
       <target dev='vda' bus='virtio'/>
     </disk>
     <serial type='pty'/>
@@ -68,6 +75,35 @@ export function domainXml(
   </devices>
 </domain>
 `;
+}
+
+const run = promisify(execFile);
+
+/** virsh, for what the binding lacks (storage pools); always an argument list. */
+async function virsh(uri: string, args: string[]): Promise<string> {
+  try {
+    const { stdout } = await run('virsh', ['-q', '-c', uri, ...args]);
+    return stdout;
+  } catch (error) {
+    const stderr = (error as { stderr?: string }).stderr?.trim();
+    throw new Error(`virsh ${args[0]} failed: ${stderr || (error as Error).message}`, { cause: error });
+  }
+}
+
+/** Defines, builds and starts a directory storage pool if libvirt does not have it running yet. */
+export async function ensureStoragePool(uri: string, pool: { name: string; path: string }): Promise<void> {
+  const info = await virsh(uri, ['pool-info', pool.name]).catch(() => null);
+  if (info === null) {
+    await virsh(uri, ['pool-define-as', pool.name, 'dir', '--target', pool.path]);
+    await virsh(uri, ['pool-build', pool.name]);
+    await virsh(uri, ['pool-autostart', pool.name]);
+  }
+  if (!info || !/State:\s+running/.test(info)) await virsh(uri, ['pool-start', pool.name]);
+}
+
+/** Makes libvirt see volume files put into the pool's folder. */
+export async function refreshStoragePool(uri: string, name: string): Promise<void> {
+  await virsh(uri, ['pool-refresh', name]);
 }
 
 export function isDomainNotFound(error: unknown): boolean {

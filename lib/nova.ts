@@ -87,6 +87,25 @@ export interface Instance {
   flavor: Flavor;
   launchedAt: string | null;
   systemMetadata: Record<string, string>;
+  blockDeviceMappings: BlockDeviceMapping[];
+}
+
+/** How one disk of an instance is backed (Nova's block device mapping). */
+export interface BlockDeviceMapping {
+  bootIndex: number | null;
+  sourceType: 'image' | 'volume' | 'blank';
+  destinationType: 'local' | 'volume';
+  /** The image a volume was made from. */
+  imageId: string | null;
+  /** The volume's name in the storage pool, for destination_type volume. */
+  volumeId: string | null;
+  volumeSizeGb: number | null;
+  deviceName: string;
+}
+
+/** The volume holding the instance's root disk, when it boots from one. */
+export function rootVolume(instance: Pick<Instance, 'blockDeviceMappings'>): BlockDeviceMapping | undefined {
+  return instance.blockDeviceMappings.find((bdm) => bdm.bootIndex === 0 && bdm.destinationType === 'volume');
 }
 
 /** system_metadata keys written at shelve and removed at unshelve (spec §2.1). */

@@ -47,6 +47,11 @@ export async function convert(source: string, target: string, format: string) {
   await qemuImg(['convert', '-q', '-O', format, source, target]);
 }
 
+/** Grows an image's virtual size to `size` bytes. */
+export async function resize(file: string, size: number) {
+  await qemuImg(['resize', '-q', file, String(size)]);
+}
+
 /** True when the two images show the guest the same bytes. */
 export async function sameGuestContent(a: string, b: string): Promise<boolean> {
   try {

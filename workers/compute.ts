@@ -7,7 +7,7 @@ import { createComputeActivities } from '../activities/compute.js';
 import { reportComputeNode } from '../activities/database.js';
 import { type Config, loadConfig } from '../lib/config.js';
 import { GlanceClient } from '../lib/glance.js';
-import { LibvirtConnection } from '../lib/libvirt.js';
+import { ensureStoragePool, LibvirtConnection } from '../lib/libvirt.js';
 import { logger } from '../lib/logger.js';
 import { computeTaskQueue } from '../lib/temporal.js';
 import { connectWorker, installRuntimeLogging, isMain } from './runtime.js';
@@ -23,11 +23,15 @@ export async function createComputeWorker(config: Config, connection: NativeConn
   });
 }
 
-/** Reports the host to the scheduler now and then every few seconds; returns the stop function. */
-export async function reportHostAlive(config: Config, pool: pg.Pool, libvirt: LibvirtConnection) {
+/**
+ * Prepares this host (instances folder, volume pool) and reports it to the scheduler now and then
+ * every few seconds; returns the function that stops the reports.
+ */
+export async function registerHost(config: Config, pool: pg.Pool, libvirt: LibvirtConnection) {
   const info = await (await libvirt.open()).nodeGetInfo();
   const { compute } = config;
   await mkdir(compute.instancesPath, { recursive: true });
+  await ensureStoragePool(compute.libvirtUri, compute.volumePool);
   const report = async () => {
     const disk = await statfs(compute.instancesPath);
     await reportComputeNode(pool, {
@@ -55,7 +59,7 @@ if (isMain(import.meta.url)) {
   const pool = new pg.Pool({ connectionString: config.databaseUrl });
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
   const worker = await createComputeWorker(config, await connectWorker(config), libvirt);
-  const stopReporting = await reportHostAlive(config, pool, libvirt);
+  const stopReporting = await registerHost(config, pool, libvirt);
   logger.info(
     { host: config.compute.host, taskQueue: computeTaskQueue(config.compute.host) },
     'compute worker started',

@@ -1,7 +1,14 @@
 // Build: create an instance from a Glance image and a flavor on a host, as Nova's boot does in
 // short: record it, pick a host, build its disk, define and start its domain, record it ACTIVE.
 import { ApplicationFailure, uuid4 } from '@temporalio/workflow';
-import { type Flavor, imageSystemMetadata, type Instance, TaskState, VmState } from '../lib/nova.js';
+import {
+  type BlockDeviceMapping,
+  type Flavor,
+  imageSystemMetadata,
+  type Instance,
+  TaskState,
+  VmState,
+} from '../lib/nova.js';
 import { compute, database, images } from './activities.js';
 import { inAction, inEvent, reason, step, tagWorkflow, withRollback } from './common.js';
 
@@ -13,6 +20,11 @@ export interface BuildInput {
   userId: string;
   imageRef: string;
   flavor: Flavor;
+  /**
+   * Boot from a new volume of this size made from the image (Nova's block_device_mapping_v2 with
+   * source image, destination volume): the instance is volume-backed.
+   */
+  bootVolume?: { sizeGb: number };
   /** Pin the instance to this availability zone, for this build and every later unshelve. */
   availabilityZone?: string;
   host?: string;
@@ -39,12 +51,26 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
     .getActiveImage({ owner, imageId: input.imageRef })
     .catch((error: unknown) => Promise.reject(reason(error)));
   step('recording the instance');
-  const instance = await database.createInstance({
+  // Chosen here, so that a retried spawn finds the volume it made.
+  const rootVolume: BlockDeviceMapping | null = input.bootVolume
+    ? {
+        bootIndex: 0,
+        sourceType: 'image',
+        destinationType: 'volume',
+        imageId: input.imageRef,
+        volumeId: uuid4(),
+        volumeSizeGb: input.bootVolume.sizeGb,
+        deviceName: 'vda',
+      }
+    : null;
+  await database.createInstance({
     uuid: instanceUuid,
     displayName: input.displayName,
     projectId: input.projectId,
     userId: input.userId,
-    imageRef: input.imageRef,
+    // As Nova: a volume-backed instance has no image of its own; its volume was made from one.
+    imageRef: rootVolume ? '' : input.imageRef,
+    blockDeviceMappings: rootVolume ? [rootVolume] : [],
     flavor: input.flavor,
     availabilityZone: input.availabilityZone ?? null,
     requestId,
@@ -93,8 +119,14 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
           async () => {
             const powerState = await compute(destination.host).spawnInstance({
               instance: placed,
-              imageId: instance.imageRef,
-              disk: 'overlay',
+              root: rootVolume
+                ? {
+                    kind: 'volume',
+                    volumeId: rootVolume.volumeId!,
+                    imageId: input.imageRef,
+                    sizeGb: input.bootVolume!.sizeGb,
+                  }
+                : { kind: 'overlay', imageId: input.imageRef },
             });
             return database.saveInstance({
               instanceUuid,

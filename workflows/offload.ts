@@ -5,7 +5,10 @@ import { PowerState, TaskState, VmState } from '../lib/nova.js';
 import { compute, database } from './activities.js';
 import { type ActionInput, checkedInput, inAction, inEvent, reason, tagWorkflow, withRollback } from './common.js';
 
-/** The offload steps, for an instance already claimed with task_state shelving_offloading. */
+/**
+ * The offload steps, for an instance claimed with task_state shelving_offloading, or shelving
+ * when a volume-backed shelve offloads at once (spec §1.4).
+ */
 export async function offloadInstance(instance: Instance, requestId: string): Promise<Instance> {
   const { uuid: instanceUuid, host } = instance;
   const release = () => database.releaseInstance({ instanceUuid, requestId });
@@ -23,7 +26,7 @@ export async function offloadInstance(instance: Instance, requestId: string): Pr
           return database.saveInstance({
             instanceUuid,
             requestId,
-            expectedTaskStates: [TaskState.SHELVING_OFFLOADING],
+            expectedTaskStates: [TaskState.SHELVING_OFFLOADING, TaskState.SHELVING],
             changes: {
               vmState: VmState.SHELVED_OFFLOADED,
               taskState: null,

@@ -2,7 +2,7 @@
 // offload it now, later or never as shelved_offload_time says (spec §1.3). A failure deletes the
 // half-made image and frees the instance for another try.
 import { ParentClosePolicy, startChild, uuid4 } from '@temporalio/workflow';
-import { type Instance, PowerState, shelvedAtTimestamp, TaskState, VmState } from '../lib/nova.js';
+import { type Instance, PowerState, rootVolume, shelvedAtTimestamp, TaskState, VmState } from '../lib/nova.js';
 import { offloadTimerWorkflowId } from '../lib/temporal.js';
 import { compute, database, images, settings } from './activities.js';
 import {
@@ -50,6 +50,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
     const shutdownTimeout =
       claimed.powerState === PowerState.PAUSED ? 0 : (input.shutdownTimeout ?? defaults.shutdownTimeout);
     const shelvedOffloadTime = input.shelvedOffloadTime ?? defaults.shelvedOffloadTime;
+    if (rootVolume(claimed)) return shelveVolumeBacked(claimed, requestId, shutdownTimeout);
     // Chosen here, so that every retry of the steps below works on this one image.
     const imageId = uuid4();
     const save = (expected: TaskState, changes: Parameters<typeof database.saveInstance>[0]['changes'], extra = {}) =>
@@ -125,4 +126,26 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
     }
     return shelved;
   });
+}
+
+/**
+ * A volume-backed instance takes no image: its root volume stays in the pool, so it is powered
+ * off and offloaded at once, whatever shelved_offload_time says, and gets no shelved_* keys (spec §1.4).
+ */
+async function shelveVolumeBacked(claimed: Instance, requestId: string, shutdownTimeout: number): Promise<Instance> {
+  const { uuid: instanceUuid, host } = claimed;
+  await withRollback(
+    () =>
+      inEvent(
+        {
+          requestId,
+          name: 'compute_power_off_instance',
+          host,
+          details: `powering off on ${host} (clean shutdown for up to ${shutdownTimeout}s, then destroy)`,
+        },
+        () => compute(host!).powerOffInstance({ instanceUuid, timeout: shutdownTimeout }),
+      ),
+    () => database.releaseInstance({ instanceUuid, requestId }),
+  );
+  return offloadInstance(claimed, requestId);
 }

@@ -2,7 +2,8 @@
 // spawned as new from its snapshot on a host the scheduler picks (or the one asked for). Then
 // the snapshot is deleted and the shelve metadata cleared (spec §1.6).
 import { ApplicationFailure, getExternalWorkflowHandle, log } from '@temporalio/workflow';
-import { type Instance, PowerState, SHELVE_METADATA_KEYS, TaskState, VmState } from '../lib/nova.js';
+import type { RootDiskSource } from '../activities/compute.js';
+import { type Instance, PowerState, rootVolume, SHELVE_METADATA_KEYS, TaskState, VmState } from '../lib/nova.js';
 import { offloadTimerWorkflowId } from '../lib/temporal.js';
 import { compute, database, images } from './activities.js';
 import { type ActionInput, checkedInput, inAction, inEvent, reason, tagWorkflow, withRollback } from './common.js';
@@ -115,21 +116,32 @@ async function powerOnInPlace(instance: Instance, requestId: string): Promise<In
   });
 }
 
-async function spawnFromSnapshot(instance: Instance, requestId: string, input: UnshelveInput): Promise<Instance> {
-  const { uuid: instanceUuid } = instance;
-  const { host: requestedHost } = input;
-  const zone = targetZone(input, instance);
+/**
+ * A volume-backed instance comes back on its own volume (no image, spec §4); any other from its
+ * shelve snapshot, which must still be in Glance.
+ */
+async function rootDiskSource(instance: Instance, requestId: string): Promise<RootDiskSource> {
+  const volume = rootVolume(instance);
+  if (volume?.volumeId) return { kind: 'volume', volumeId: volume.volumeId, imageId: null, sizeGb: 0 };
   const imageId = instance.systemMetadata.shelved_image_id;
   if (!imageId) {
     throw ApplicationFailure.create({
       type: 'UnshelveException',
-      message: `Instance ${instanceUuid} has no shelved_image_id to unshelve from.`,
+      message: `Instance ${instance.uuid} has no shelved_image_id to unshelve from.`,
       nonRetryable: true,
     });
   }
   await inEvent({ requestId, name: 'get_image_info', host: null, details: `checking snapshot image ${imageId}` }, () =>
     images.getActiveImage({ owner: instance, imageId }),
   );
+  return { kind: 'standalone', imageId };
+}
+
+async function spawnFromSnapshot(instance: Instance, requestId: string, input: UnshelveInput): Promise<Instance> {
+  const { uuid: instanceUuid } = instance;
+  const { host: requestedHost } = input;
+  const zone = targetZone(input, instance);
+  const root = await rootDiskSource(instance, requestId);
   const destination = await inEvent(
     {
       requestId,
@@ -161,14 +173,10 @@ async function spawnFromSnapshot(instance: Instance, requestId: string, input: U
           requestId,
           name: 'compute_unshelve_instance',
           host: destination.host,
-          details: `spawning on ${destination.host} from image ${imageId}`,
+          details: `spawning on ${destination.host} from ${root.kind === 'volume' ? 'volume' : 'image'} ${root.kind === 'volume' ? root.volumeId : root.imageId}`,
         },
         async () => {
-          const powerState = await compute(destination.host).spawnInstance({
-            instance: spawning,
-            imageId,
-            disk: 'standalone',
-          });
+          const powerState = await compute(destination.host).spawnInstance({ instance: spawning, root });
           return database.saveInstance({
             instanceUuid,
             requestId,

@@ -23,6 +23,7 @@ async function activeInstance(): Promise<string> {
     availabilityZone: null,
     requestId,
     systemMetadata: {},
+    blockDeviceMappings: [],
   });
   await database.saveInstance({
     instanceUuid: uuid,

@@ -4,7 +4,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { rootDiskPath } from '../../activities/compute.js';
+import { rootDiskFile } from '../../activities/compute.js';
+import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import type { Config } from '../../lib/config.js';
 import { sameGuestContent } from '../../lib/qemu-img.js';
@@ -19,13 +20,17 @@ export interface KnownVm {
   bootImageId: string;
   /** Raw file holding the guest-visible bytes the VM's disk must show. */
   reference: string;
-  /** True when the instance's root disk on that host shows the reference's bytes. */
+  /** True when the instance's root disk (on that host, or its volume) shows the reference's bytes. */
   diskIsIntact(hostConfig: Config): Promise<boolean>;
   /** Deletes its boot image from Glance. */
   deleteBootImage(): Promise<void>;
 }
 
-export async function buildKnownVm(stack: TestStack, host: string): Promise<KnownVm> {
+export async function buildKnownVm(
+  stack: TestStack,
+  host: string,
+  { bootVolume }: { bootVolume?: { sizeGb: number } } = {},
+): Promise<KnownVm> {
   const instanceUuid = randomUUID();
   const displayName = `e2e-${instanceUuid.slice(0, 8)}`;
   const disk = await createSampleDisk(path.join(tmpdir(), 'vm-shelve-e2e'), instanceUuid);
@@ -37,6 +42,7 @@ export async function buildKnownVm(stack: TestStack, host: string): Promise<Know
     imageRef: bootImageId,
     flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 },
     host,
+    bootVolume,
   });
   await handle.result();
 
@@ -53,8 +59,8 @@ export async function buildKnownVm(stack: TestStack, host: string): Promise<Know
     displayName,
     bootImageId,
     reference: disk.reference,
-    diskIsIntact: (hostConfig) =>
-      sameGuestContent(disk.reference, rootDiskPath(hostConfig.compute.instancesPath, instanceUuid)),
+    diskIsIntact: async (hostConfig) =>
+      sameGuestContent(disk.reference, rootDiskFile(hostConfig.compute, await getInstance(stack.pool, instanceUuid))),
     deleteBootImage: async () => {
       await stack.glance.deleteImage(e2eOwner, bootImageId);
     },

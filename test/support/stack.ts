@@ -11,7 +11,7 @@ import { createComputeActivities } from '../../activities/compute.js';
 import { type Config, loadConfig } from '../../lib/config.js';
 import { GlanceClient } from '../../lib/glance.js';
 import { domainName, LibvirtConnection } from '../../lib/libvirt.js';
-import { createComputeWorker, reportHostAlive } from '../../workers/compute.js';
+import { createComputeWorker, registerHost } from '../../workers/compute.js';
 import { createConductorWorker } from '../../workers/conductor.js';
 
 /** A compute host's worker running in this process, with its own instance folder. */
@@ -46,7 +46,7 @@ async function startComputeHost(
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
   const worker = await createComputeWorker(config, connection, libvirt);
   const running = worker.run();
-  const stopReporting = await reportHostAlive(config, pool, libvirt);
+  const stopReporting = await registerHost(config, pool, libvirt);
   const compute = createComputeActivities(config.compute, libvirt, glance);
   return {
     config,

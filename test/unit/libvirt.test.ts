@@ -10,7 +10,7 @@ const instance = {
 
 describe('domainXml', () => {
   it("defines the instance's domain with its uuid, flavor and root disk", () => {
-    const xml = domainXml(instance, { path: '/srv/instances/x/disk', format: 'qcow2' }, 'qemu');
+    const xml = domainXml(instance, { type: 'file', path: '/srv/instances/x/disk', format: 'qcow2' }, 'qemu');
     expect(xml).toContain(`<domain type='qemu'>`);
     expect(xml).toContain(`<name>${domainName(instance.uuid)}</name>`);
     expect(xml).toContain(`<uuid>${instance.uuid}</uuid>`);
@@ -20,8 +20,14 @@ describe('domainXml', () => {
     expect(xml).toContain(`<source file='/srv/instances/x/disk'/>`);
   });
 
+  it('attaches a root volume from its storage pool', () => {
+    const xml = domainXml(instance, { type: 'volume', pool: 'vols', volume: 'volume-1', format: 'qcow2' }, 'kvm');
+    expect(xml).toContain(`<disk type='volume' device='disk'>`);
+    expect(xml).toContain(`<source pool='vols' volume='volume-1'/>`);
+  });
+
   it('escapes the display name instead of letting it into the markup', () => {
-    const xml = domainXml(instance, { path: '/d', format: 'raw' }, 'kvm');
+    const xml = domainXml(instance, { type: 'file', path: '/d', format: 'raw' }, 'kvm');
     expect(xml).toContain('<title>&lt;evil&gt; &amp; &apos;quoted&apos; &quot;name&quot;</title>');
     expect(xml).not.toContain('<evil>');
   });

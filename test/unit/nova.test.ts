@@ -35,6 +35,7 @@ const instance: Instance = {
     image_os_glance_import_task: 'x',
     clean_attempts: '1',
   },
+  blockDeviceMappings: [],
 };
 
 describe('snapshotImageProperties', () => {

@@ -1,0 +1,85 @@
+// A volume-backed VM on the real stack: its root disk is a volume in a libvirt storage pool.
+// Shelve takes no image and offloads at once; the volume stays and comes back at unshelve.
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { DomainState } from '@unraid/libvirt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listInstanceActions } from '../../activities/action-log.js';
+import { instanceDirectory, rootDiskFile } from '../../activities/compute.js';
+import { getInstance } from '../../activities/database.js';
+import { startAction } from '../../lib/actions.js';
+import type { Instance } from '../../lib/nova.js';
+import { buildKnownVm, type KnownVm } from '../support/known-vm.js';
+import { startTestStack, type TestStack } from '../support/stack.js';
+
+describe('shelve and unshelve of a volume-backed VM', () => {
+  let stack: TestStack;
+  let vm: KnownVm;
+  let volumeFile: string;
+
+  beforeAll(async () => {
+    stack = await startTestStack();
+    vm = await buildKnownVm(stack, stack.config.compute.host, { bootVolume: { sizeGb: 1 } });
+    volumeFile = rootDiskFile(stack.config.compute, await getInstance(stack.pool, vm.instanceUuid));
+  });
+
+  afterAll(async () => {
+    if (vm) {
+      await stack.compute.removeInstance(vm.instanceUuid);
+      await vm.deleteBootImage();
+      // The volume outlives its instance by design: the test removes its own.
+      await rm(volumeFile, { force: true });
+    }
+    await stack?.stop();
+  });
+
+  it('boots from its volume, which holds the known bytes', async () => {
+    const instance = await getInstance(stack.pool, vm.instanceUuid);
+    expect(instance).toMatchObject({ vmState: 'active', imageRef: '' });
+    expect(instance.blockDeviceMappings).toEqual([
+      expect.objectContaining({
+        bootIndex: 0,
+        sourceType: 'image',
+        destinationType: 'volume',
+        imageId: vm.bootImageId,
+      }),
+    ]);
+    expect(volumeFile.startsWith(stack.config.compute.volumePool.path)).toBe(true);
+    expect(await vm.diskIsIntact(stack.config)).toBe(true);
+  });
+
+  it('shelves straight to SHELVED_OFFLOADED even with -1, with no image, keeping the volume', async () => {
+    const handle = await startAction(stack.client, stack.config, 'shelve', {
+      instanceUuid: vm.instanceUuid,
+      shutdownTimeout: 0,
+      shelvedOffloadTime: -1,
+    });
+    const instance = (await handle.result()) as Instance;
+    expect(instance).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
+    for (const key of ['shelved_at', 'shelved_image_id', 'shelved_host']) {
+      expect(instance.systemMetadata).not.toHaveProperty(key);
+    }
+    expect(await stack.libvirt.lookupInstance(vm.instanceUuid)).toBeNull();
+    expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, vm.instanceUuid))).toBe(false);
+    expect(existsSync(volumeFile)).toBe(true);
+    const [shelve] = await listInstanceActions(stack.pool, vm.instanceUuid);
+    expect(shelve!.events.map((event) => event.event)).toEqual([
+      'compute_power_off_instance',
+      'compute_shelve_offload_instance',
+    ]);
+  });
+
+  it('unshelves onto the same volume, its bytes intact', async () => {
+    const handle = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: vm.instanceUuid });
+    expect(await handle.result()).toMatchObject({
+      vmState: 'active',
+      taskState: null,
+      host: stack.config.compute.host,
+    });
+    const domain = await stack.libvirt.lookupInstance(vm.instanceUuid);
+    expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
+    expect(await vm.diskIsIntact(stack.config)).toBe(true);
+    const [unshelve] = await listInstanceActions(stack.pool, vm.instanceUuid);
+    expect(unshelve!.events.map((event) => event.event)).toEqual(['schedule_instances', 'compute_unshelve_instance']);
+  });
+});
