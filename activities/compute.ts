@@ -39,6 +39,18 @@ function progressReporter(step: string, bytesTotal?: number): (bytesDone: number
   };
 }
 
+/** Heartbeats every few seconds while a step with no progress of its own (a qemu-img run) goes on. */
+async function heartbeating<T>(step: string, work: Promise<T>): Promise<T> {
+  const context = Context.current();
+  context.heartbeat({ step } satisfies Progress);
+  const timer = setInterval(() => context.heartbeat({ step } satisfies Progress), 5000);
+  try {
+    return await work;
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** Ids become path components: only a uuid may. */
@@ -159,12 +171,31 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
         });
       }
       const base = await cachedImage(instance, root.imageId);
-      await qemuImg.convert(base.path, `${file}.part`, 'qcow2');
+      await heartbeating('creating volume', qemuImg.convert(base.path, `${file}.part`, 'qcow2'));
       await qemuImg.resize(`${file}.part`, Math.max(root.sizeGb * 1024 ** 3, base.virtualSize));
       await rename(`${file}.part`, file);
       await refreshStoragePool(config.libvirtUri, config.volumePool.name);
     }
     return { type: 'volume', pool: config.volumePool.name, volume, format: (await qemuImg.imageInfo(file)).format };
+  }
+
+  /**
+   * The flavor's ephemeral and swap disks, made blank: only the root disk is shelved, so after an
+   * offload they come back empty, as in Nova.
+   */
+  async function blankLocalDisks(instance: Instance): Promise<DomainDisk[]> {
+    const { ephemeralGb, swap } = instance.flavor;
+    const wanted = [
+      { name: 'disk.eph0', size: ephemeralGb * 1024 ** 3 },
+      { name: 'disk.swap', size: swap * 1024 ** 2 },
+    ].filter((disk) => disk.size > 0);
+    const disks: DomainDisk[] = [];
+    for (const { name, size } of wanted) {
+      const file = path.join(instanceDir(instance.uuid), name);
+      await qemuImg.createBlank(file, size);
+      disks.push({ type: 'file', path: file, format: 'qcow2' });
+    }
+    return disks;
   }
 
   async function powerOnInstance({ instanceUuid }: { instanceUuid: string }): Promise<PowerState> {
@@ -219,8 +250,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
       if (existing?.status === 'active') return { size: existing.size ?? 0 };
       const snapshot = path.join(instanceDir(instance.uuid), `snapshot-${checkedId('image', imageId)}.qcow2`);
       try {
-        Context.current().heartbeat({ step: 'extracting disk' } satisfies Progress);
-        await qemuImg.convert(diskPath(instance.uuid), snapshot, 'qcow2');
+        await heartbeating('extracting disk', qemuImg.convert(diskPath(instance.uuid), snapshot, 'qcow2'));
         const { size } = await stat(snapshot);
         const digest = new ImageDigest(progressReporter('upload', size));
         const data = createReadStream(snapshot).pipe(digest);
@@ -257,7 +287,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
         await mkdir(instanceDir(instance.uuid), { recursive: true });
         const disk = await prepareRootDisk(instance, root);
         const hypervisor = await libvirt.open();
-        await hypervisor.domainDefineXML(domainXml(instance, disk, config.virtType));
+        await hypervisor.domainDefineXML(domainXml(instance, disk, config.virtType, await blankLocalDisks(instance)));
       }
       return powerOnInstance({ instanceUuid: instance.uuid });
     },

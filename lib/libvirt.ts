@@ -47,12 +47,25 @@ function diskSource(disk: DomainDisk): string {
     : `<source pool='${escapeXml(disk.pool)}' volume='${escapeXml(disk.volume)}'/>`;
 }
 
-/** The domain definition of an instance: its flavor's CPUs and memory, its root disk, a console. */
+function diskXml(disk: DomainDisk, target: string): string {
+  return `<disk type='${disk.type}' device='disk'>
+      <driver name='qemu' type='${disk.format}' cache='none'/>
+      ${diskSource(disk)}
+      <target dev='${target}' bus='virtio'/>
+    </disk>`;
+}
+
+/**
+ * The domain definition of an instance: its flavor's CPUs and memory, a console, and its disks:
+ * the root disk as vda, then the local ones (ephemeral, swap) as vdb, vdc, ….
+ */
 export function domainXml(
   instance: Pick<Instance, 'uuid' | 'displayName' | 'flavor'>,
   rootDisk: DomainDisk,
   virtType: 'kvm' | 'qemu',
+  localDisks: DomainDisk[] = [],
 ): string {
+  const disks = [rootDisk, ...localDisks].map((disk, i) => diskXml(disk, `vd${String.fromCharCode(97 + i)}`));
   return `<domain type='${virtType}'>
   <name>${domainName(instance.uuid)}</name>
   <uuid>${instance.uuid}</uuid>
@@ -65,11 +78,7 @@ export function domainXml(
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
-    <disk type='${rootDisk.type}' device='disk'>
-      <driver name='qemu' type='${rootDisk.format}' cache='none'/>
-      ${diskSource(rootDisk)}
-      <target dev='vda' bus='virtio'/>
-    </disk>
+    ${disks.join('\n    ')}
     <serial type='pty'/>
     <console type='pty'/>
   </devices>

@@ -42,6 +42,11 @@ export async function createOverlay(file: string, backingFile: string, backingFo
   await qemuImg(['create', '-q', '-f', 'qcow2', '-b', backingFile, '-F', backingFormat, file, String(size)]);
 }
 
+/** An empty qcow2 of `size` bytes. */
+export async function createBlank(file: string, size: number) {
+  await qemuImg(['create', '-q', '-f', 'qcow2', file, String(size)]);
+}
+
 /** Copies `source` into a standalone image (backing chain flattened) of `format`. */
 export async function convert(source: string, target: string, format: string) {
   await qemuImg(['convert', '-q', '-O', format, source, target]);

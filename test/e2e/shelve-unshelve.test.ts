@@ -1,6 +1,9 @@
 // End to end on the real stack: Temporal, PostgreSQL, libvirt with QEMU, Glance.
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { DomainState } from '@unraid/libvirt';
@@ -10,8 +13,9 @@ import { listInstanceActions } from '../../activities/action-log.js';
 import { getInstance } from '../../activities/database.js';
 import { type Action, startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
+import { sameGuestContent } from '../../lib/qemu-img.js';
 import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
-import { startTestStack, type TestStack } from '../support/stack.js';
+import { guestWrite, startTestStack, type TestStack } from '../support/stack.js';
 
 describe('shelve, offload and unshelve of a VM on the real stack', () => {
   let stack: TestStack;
@@ -26,9 +30,27 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
 
   beforeAll(async () => {
     stack = await startTestStack();
-    vm = await buildKnownVm(stack, stack.config.compute.host);
+    vm = await buildKnownVm(stack, stack.config.compute.host, { flavor: { ephemeralGb: 1, swap: 64 } });
     instanceUuid = vm.instanceUuid;
+    await guestWrite(stack.config, instanceUuid, 0, ephemeralData, 1);
   });
+
+  // What the guest wrote to its ephemeral disk (vdb): lost at offload, as in Nova, kept in place.
+  const ephemeralData = randomBytes(1024 * 1024);
+  const ephemeralDisk = () =>
+    path.join(instanceDirectory(stack.config.compute.instancesPath, instanceUuid), 'disk.eph0');
+  async function ephemeralHolds(data: Buffer | null): Promise<boolean> {
+    const reference = path.join(tmpdir(), `vm-shelve-eph-${instanceUuid}.raw`);
+    const file = await open(reference, 'w');
+    await file.truncate(1024 ** 3);
+    if (data) await file.write(data, 0, data.length, 0);
+    await file.close();
+    try {
+      return await sameGuestContent(reference, ephemeralDisk());
+    } finally {
+      await rm(reference);
+    }
+  }
 
   afterAll(async () => {
     if (vm) {
@@ -38,7 +60,7 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     await stack?.stop();
   });
 
-  it('built the VM running, its disk holding the known bytes', async () => {
+  it('built the VM running, its disks holding the known bytes', async () => {
     const instance = await getInstance(stack.pool, instanceUuid);
     expect(instance).toMatchObject({
       vmState: 'active',
@@ -49,6 +71,8 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     const domain = await stack.libvirt.lookupInstance(instanceUuid);
     expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
     expect(await vm.diskIsIntact(stack.config)).toBe(true);
+    expect(await ephemeralHolds(ephemeralData)).toBe(true);
+    expect(existsSync(ephemeralDisk().replace('disk.eph0', 'disk.swap'))).toBe(true);
   });
 
   it('shelves and offloads: domain and files gone, image active with its properties, metadata recorded', async () => {
@@ -105,6 +129,8 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
     expect(await stack.glance.getImage(e2eOwner, shelvedImageId)).toBeNull();
     expect(await vm.diskIsIntact(stack.config)).toBe(true);
+    // Only the root disk is shelved: the ephemeral disk comes back empty.
+    expect(await ephemeralHolds(null)).toBe(true);
   });
 
   it('logs each action with its steps, who asked and how each ended', async () => {
@@ -148,7 +174,8 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     }
   });
 
-  it('shelves without offloading (-1): SHELVED on its host, then unshelves in place with the disk untouched', async () => {
+  it('shelves without offloading (-1): SHELVED on its host, then unshelves in place with the disks untouched', async () => {
+    await guestWrite(stack.config, instanceUuid, 0, ephemeralData, 1);
     const shelved = await run('shelve', { instanceUuid, shutdownTimeout: 1, shelvedOffloadTime: -1 });
     expect(shelved).toMatchObject({
       vmState: 'shelved',
@@ -172,6 +199,7 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     expect(await stack.glance.getImage(e2eOwner, imageId)).toBeNull();
     expect(active.systemMetadata).not.toHaveProperty('shelved_image_id');
     expect(await vm.diskIsIntact(stack.config)).toBe(true);
+    expect(await ephemeralHolds(ephemeralData)).toBe(true);
   });
 
   async function expectRefused<A extends Action>(action: A, input: Parameters<typeof startAction<A>>[3]) {

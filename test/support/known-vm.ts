@@ -8,6 +8,7 @@ import { rootDiskFile } from '../../activities/compute.js';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import type { Config } from '../../lib/config.js';
+import type { Flavor } from '../../lib/nova.js';
 import { sameGuestContent } from '../../lib/qemu-img.js';
 import { createSampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
 import { guestWrite, type TestStack } from './stack.js';
@@ -29,7 +30,7 @@ export interface KnownVm {
 export async function buildKnownVm(
   stack: TestStack,
   host: string,
-  { bootVolume }: { bootVolume?: { sizeGb: number } } = {},
+  { bootVolume, flavor }: { bootVolume?: { sizeGb: number }; flavor?: Partial<Flavor> } = {},
 ): Promise<KnownVm> {
   const instanceUuid = randomUUID();
   const displayName = `e2e-${instanceUuid.slice(0, 8)}`;
@@ -40,7 +41,7 @@ export async function buildKnownVm(
     displayName,
     ...e2eOwner,
     imageRef: bootImageId,
-    flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 },
+    flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0, ...flavor },
     host,
     bootVolume,
   });

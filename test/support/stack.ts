@@ -115,7 +115,14 @@ const run = promisify(execFile);
  * Writes `data` at `offset` of the running guest's root disk, through QEMU itself, as the guest
  * would: the bytes land in the instance's qcow2 overlay.
  */
-export async function guestWrite(config: Config, instanceUuid: string, offset: number, data: Buffer): Promise<void> {
+export async function guestWrite(
+  config: Config,
+  instanceUuid: string,
+  offset: number,
+  data: Buffer,
+  /** The disk's index: 0 is vda (root), 1 is vdb (ephemeral), … */
+  disk = 0,
+): Promise<void> {
   const source = `/tmp/vm-shelve-guest-write-${instanceUuid}`;
   await writeFile(source, data);
   try {
@@ -127,7 +134,7 @@ export async function guestWrite(config: Config, instanceUuid: string, offset: n
         'qemu-monitor-command',
         domainName(instanceUuid),
         '--hmp',
-        `qemu-io -d /machine/peripheral/virtio-disk0/virtio-backend "${command}"`,
+        `qemu-io -d /machine/peripheral/virtio-disk${disk}/virtio-backend "${command}"`,
       ]);
       if (stdout.trim() !== '') throw new Error(`guest ${command.split(' ')[0]} failed: ${stdout.trim()}`);
     }
