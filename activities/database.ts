@@ -9,6 +9,7 @@ import {
   type Flavor,
   type Instance,
   type InstanceAction,
+  type Port,
   type PowerState,
   type TaskState,
   type VmState,
@@ -63,6 +64,7 @@ export interface CreateInstanceRequest {
   /** system_metadata at build, e.g. the image's properties as image_* keys. */
   systemMetadata: Record<string, string>;
   blockDeviceMappings: BlockDeviceMapping[];
+  ports: Omit<Port, 'bindingHost'>[];
 }
 
 export interface DestinationRequest extends RequestSpec {
@@ -83,6 +85,7 @@ function instanceFromRow(
   row: QueryResultRow,
   systemMetadata: Record<string, string>,
   blockDeviceMappings: BlockDeviceMapping[],
+  ports: Port[],
 ): Instance {
   return {
     uuid: row.uuid,
@@ -109,7 +112,21 @@ function instanceFromRow(
     launchedAt: row.launched_at ? (row.launched_at as Date).toISOString() : null,
     systemMetadata,
     blockDeviceMappings,
+    ports,
   };
+}
+
+async function portsOf(db: Pool | PoolClient, instanceUuid: string): Promise<Port[]> {
+  const { rows } = await db.query(
+    'SELECT id, network, mac_address, binding_host FROM ports WHERE instance_uuid = $1 ORDER BY created_at, id',
+    [instanceUuid],
+  );
+  return rows.map((row) => ({
+    id: row.id,
+    network: row.network,
+    macAddress: row.mac_address,
+    bindingHost: row.binding_host,
+  }));
 }
 
 async function blockDeviceMappingsOf(db: Pool | PoolClient, instanceUuid: string): Promise<BlockDeviceMapping[]> {
@@ -155,6 +172,7 @@ export async function getInstance(db: Pool | PoolClient, instanceUuid: string): 
     rows[0]!,
     await systemMetadataOf(db, instanceUuid),
     await blockDeviceMappingsOf(db, instanceUuid),
+    await portsOf(db, instanceUuid),
   );
 }
 
@@ -305,6 +323,13 @@ export function createDatabaseActivities(pool: Pool) {
           });
         }
         await writeSystemMetadata(client, instanceUuid, request.setSystemMetadata, request.removeSystemMetadata);
+        if (changes.host) {
+          // The ports follow the instance to its new host; an offload (host null) keeps them bound.
+          await client.query('UPDATE ports SET binding_host = $2 WHERE instance_uuid = $1', [
+            instanceUuid,
+            changes.host,
+          ]);
+        }
         return getInstance(client, instanceUuid);
       });
     },
@@ -367,6 +392,13 @@ export function createDatabaseActivities(pool: Pool) {
               bdm.volumeSizeGb,
               bdm.deviceName,
             ],
+          );
+        }
+        for (const port of request.ports) {
+          await client.query(
+            `INSERT INTO ports (id, instance_uuid, network, mac_address) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO NOTHING`,
+            [port.id, request.uuid, port.network, port.macAddress],
           );
         }
         await recordAction(client, { instanceUuid: request.uuid, action: 'create', requestId: request.requestId });

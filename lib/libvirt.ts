@@ -60,12 +60,16 @@ function diskXml(disk: DomainDisk, target: string): string {
  * the root disk as vda, then the local ones (ephemeral, swap) as vdb, vdc, ….
  */
 export function domainXml(
-  instance: Pick<Instance, 'uuid' | 'displayName' | 'flavor'>,
+  instance: Pick<Instance, 'uuid' | 'displayName' | 'flavor' | 'ports'>,
   rootDisk: DomainDisk,
   virtType: 'kvm' | 'qemu',
   localDisks: DomainDisk[] = [],
 ): string {
   const disks = [rootDisk, ...localDisks].map((disk, i) => diskXml(disk, `vd${String.fromCharCode(97 + i)}`));
+  // User-mode networking needs no bridge on the host; the guest keeps its port's MAC address.
+  const interfaces = instance.ports.map(
+    (port) => `<interface type='user'><mac address='${escapeXml(port.macAddress)}'/><model type='virtio'/></interface>`,
+  );
   return `<domain type='${virtType}'>
   <name>${domainName(instance.uuid)}</name>
   <uuid>${instance.uuid}</uuid>
@@ -78,7 +82,7 @@ export function domainXml(
   <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
-    ${disks.join('\n    ')}
+    ${[...disks, ...interfaces].join('\n    ')}
     <serial type='pty'/>
     <console type='pty'/>
   </devices>

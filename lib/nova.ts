@@ -88,6 +88,26 @@ export interface Instance {
   launchedAt: string | null;
   systemMetadata: Record<string, string>;
   blockDeviceMappings: BlockDeviceMapping[];
+  ports: Port[];
+}
+
+/** A network port of an instance, with the MAC address the guest sees. */
+export interface Port {
+  id: string;
+  network: string;
+  macAddress: string;
+  /** The host the port is bound to (Neutron's binding:host_id). */
+  bindingHost: string | null;
+}
+
+/** A MAC address in the range OpenStack uses (fa:16:3e), its last three bytes from `hex`. */
+export function macAddress(hex: string): string {
+  const bytes = hex
+    .replace(/[^0-9a-f]/gi, '')
+    .slice(0, 6)
+    .toLowerCase()
+    .match(/../g)!;
+  return ['fa', '16', '3e', ...bytes].join(':');
 }
 
 /** How one disk of an instance is backed (Nova's block device mapping). */

@@ -6,6 +6,7 @@ import {
   type Flavor,
   imageSystemMetadata,
   type Instance,
+  macAddress,
   TaskState,
   VmState,
 } from '../lib/nova.js';
@@ -51,6 +52,7 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
     .getActiveImage({ owner, imageId: input.imageRef })
     .catch((error: unknown) => Promise.reject(reason(error)));
   step('recording the instance');
+  const portId = uuid4();
   // Chosen here, so that a retried spawn finds the volume it made.
   const rootVolume: BlockDeviceMapping | null = input.bootVolume
     ? {
@@ -71,6 +73,7 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
     // As Nova: a volume-backed instance has no image of its own; its volume was made from one.
     imageRef: rootVolume ? '' : input.imageRef,
     blockDeviceMappings: rootVolume ? [rootVolume] : [],
+    ports: [{ id: portId, network: 'private', macAddress: macAddress(portId) }],
     flavor: input.flavor,
     availabilityZone: input.availabilityZone ?? null,
     requestId,

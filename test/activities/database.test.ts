@@ -24,6 +24,7 @@ async function activeInstance(): Promise<string> {
     requestId,
     systemMetadata: {},
     blockDeviceMappings: [],
+    ports: [],
   });
   await database.saveInstance({
     instanceUuid: uuid,

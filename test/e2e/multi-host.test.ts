@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instanceDirectory } from '../../activities/compute.js';
+import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
 import { buildKnownVm, type KnownVm } from '../support/known-vm.js';
@@ -29,14 +30,20 @@ describe('a VM moving between two hosts through shelve-offload and unshelve', ()
     await stack?.stop();
   });
 
-  it('is shelved on the first host and unshelved on the second, its disk intact', async () => {
+  it('is shelved on the first host and unshelved on the second, its disk intact and its port kept', async () => {
     const { instanceUuid } = vm;
+    const [port] = (await getInstance(stack.pool, instanceUuid)).ports;
+    expect(port).toMatchObject({ network: 'private', bindingHost: stack.config.compute.host });
+    expect(port!.macAddress).toMatch(/^fa:16:3e(:[0-9a-f]{2}){3}$/);
     const shelve = await startAction(stack.client, stack.config, 'shelve', {
       instanceUuid,
       shutdownTimeout: 0,
       shelvedOffloadTime: 0,
     });
-    expect(await shelve.result()).toMatchObject({ vmState: 'shelved_offloaded', host: null });
+    const offloaded = (await shelve.result()) as Instance;
+    expect(offloaded).toMatchObject({ vmState: 'shelved_offloaded', host: null });
+    // As in Nova, an offload keeps the port, still bound to the old host.
+    expect(offloaded.ports).toEqual([port]);
     expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, instanceUuid))).toBe(false);
 
     const unshelve = await startAction(stack.client, stack.config, 'unshelve', {
@@ -50,5 +57,7 @@ describe('a VM moving between two hosts through shelve-offload and unshelve', ()
     const domain = await stack.libvirt.lookupInstance(instanceUuid);
     expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
     expect(await vm.diskIsIntact(second.config)).toBe(true);
+    expect(instance.ports).toEqual([{ ...port, bindingHost: second.config.compute.host }]);
+    expect(await domain!.getXMLDesc()).toContain(`<mac address='${port!.macAddress}'/>`);
   });
 });

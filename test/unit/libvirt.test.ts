@@ -6,6 +6,7 @@ const instance = {
   uuid: '6f1c2b8e-3d4a-4e5f-8a9b-0c1d2e3f4a5b',
   displayName: `<evil> & 'quoted' "name"`,
   flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 2, memoryMb: 512, rootGb: 1, ephemeralGb: 0, swap: 0 },
+  ports: [{ id: 'p1', network: 'private', macAddress: 'fa:16:3e:00:00:01', bindingHost: 'h1' }],
 };
 
 describe('domainXml', () => {
@@ -18,6 +19,14 @@ describe('domainXml', () => {
     expect(xml).toContain('<vcpu>2</vcpu>');
     expect(xml).toContain(`<driver name='qemu' type='qcow2' cache='none'/>`);
     expect(xml).toContain(`<source file='/srv/instances/x/disk'/>`);
+    expect(xml).toContain(`<target dev='vda' bus='virtio'/>`);
+    expect(xml).toContain(`<mac address='fa:16:3e:00:00:01'/>`);
+  });
+
+  it('adds the local disks after the root disk', () => {
+    const local = { type: 'file', path: '/d/disk.eph0', format: 'qcow2' } as const;
+    const xml = domainXml(instance, { type: 'file', path: '/d/disk', format: 'qcow2' }, 'kvm', [local]);
+    expect(xml).toMatch(/<source file='\/d\/disk\.eph0'\/>\s*<target dev='vdb' bus='virtio'\/>/);
   });
 
   it('attaches a root volume from its storage pool', () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   imageSystemMetadata,
+  macAddress,
   type Instance,
   serverStatus,
   shelvedAtTimestamp,
@@ -36,6 +37,7 @@ const instance: Instance = {
     clean_attempts: '1',
   },
   blockDeviceMappings: [],
+  ports: [],
 };
 
 describe('snapshotImageProperties', () => {
@@ -91,6 +93,12 @@ describe('imageSystemMetadata', () => {
       image_min_ram: '64',
       image_os_type: 'linux',
     });
+  });
+});
+
+describe('macAddress', () => {
+  it("makes an address in OpenStack's fa:16:3e range from a port id", () => {
+    expect(macAddress('6f1c2b8e-3d4a-4e5f-8a9b-0c1d2e3f4a5b')).toBe('fa:16:3e:6f:1c:2b');
   });
 });
 
