@@ -14,7 +14,7 @@ import {
   type TaskState,
   type VmState,
 } from '../lib/nova.js';
-import { type HostState, type RequestSpec, selectHost } from '../lib/scheduler.js';
+import { type HostCapacity, type HostState, type RequestSpec, selectHost } from '../lib/scheduler.js';
 
 export interface ClaimRequest {
   instanceUuid: string;
@@ -445,16 +445,10 @@ export function createDatabaseActivities(pool: Pool) {
 
 export type DatabaseActivities = ReturnType<typeof createDatabaseActivities>;
 
-export interface ComputeNodeReport {
+export interface ComputeNodeReport extends HostCapacity {
   host: string;
   availabilityZone: string;
   hypervisorType: string;
-  vcpus: number;
-  memoryMb: number;
-  localGb: number;
-  cpuAllocationRatio: number;
-  ramAllocationRatio: number;
-  diskAllocationRatio: number;
 }
 
 /** A compute worker's report that its host is alive, with its capacity. */

@@ -4,17 +4,22 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { Flavor } from './nova.js';
 
-export interface HostState {
+/** What a compute host offers, as it reports it. */
+export interface HostCapacity {
+  vcpus: number;
+  memoryMb: number;
+  localGb: number;
+  /** Overcommit the host allows (Nova's allocation ratios). */
+  cpuAllocationRatio: number;
+  ramAllocationRatio: number;
+  diskAllocationRatio: number;
+}
+
+export interface HostState extends HostCapacity {
   host: string;
   availabilityZone: string;
   /** Reported within the service-down window. */
   up: boolean;
-  vcpus: number;
-  memoryMb: number;
-  localGb: number;
-  cpuAllocationRatio: number;
-  ramAllocationRatio: number;
-  diskAllocationRatio: number;
   /** What the instances placed on the host already take (offloaded ones take nothing). */
   vcpusUsed: number;
   memoryMbUsed: number;
