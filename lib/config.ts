@@ -1,5 +1,6 @@
 // All configuration, read once from the environment. Defaults point at the local stack that
 // scripts/stack starts; each can be pointed at an existing deployment instead (README).
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
@@ -64,6 +65,13 @@ function ratio(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   return value;
 }
 
+/** libvirt pool names are global to the host: the default one is named after its folder. */
+function volumePool(env: NodeJS.ProcessEnv): { name: string; path: string } {
+  const folder = path.resolve(env.VOLUMES_PATH ?? path.join(repoDir, '.stack', 'volumes'));
+  const name = env.VOLUME_POOL ?? `vm-shelve-volumes-${createHash('sha256').update(folder).digest('hex').slice(0, 8)}`;
+  return { name, path: folder };
+}
+
 function virtType(env: NodeJS.ProcessEnv): 'kvm' | 'qemu' {
   const raw = env.LIBVIRT_VIRT_TYPE ?? (existsSync('/dev/kvm') ? 'kvm' : 'qemu');
   if (raw !== 'kvm' && raw !== 'qemu') throw new Error(`LIBVIRT_VIRT_TYPE must be kvm or qemu, got '${raw}'`);
@@ -88,10 +96,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       libvirtUri: env.LIBVIRT_URI ?? 'qemu:///system',
       virtType: virtType(env),
       instancesPath: path.resolve(env.INSTANCES_PATH ?? path.join(repoDir, '.stack', 'instances')),
-      volumePool: {
-        name: env.VOLUME_POOL ?? 'vm-shelve-volumes',
-        path: path.resolve(env.VOLUMES_PATH ?? path.join(repoDir, '.stack', 'volumes')),
-      },
+      volumePool: volumePool(env),
       cpuAllocationRatio: ratio(env, 'CPU_ALLOCATION_RATIO', 4.0),
       ramAllocationRatio: ratio(env, 'RAM_ALLOCATION_RATIO', 1.0),
       diskAllocationRatio: ratio(env, 'DISK_ALLOCATION_RATIO', 1.0),

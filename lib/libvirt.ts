@@ -1,6 +1,7 @@
 // libvirt through @unraid/libvirt (node-libvirt no longer builds on Node 20), plus the
 // instance → domain mapping.
 import { execFile } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { type Domain, DomainState, Hypervisor, LibvirtError } from '@unraid/libvirt';
 import { type Instance, PowerState } from './nova.js';
@@ -103,10 +104,23 @@ async function virsh(uri: string, args: string[]): Promise<string> {
   }
 }
 
-/** Defines, builds and starts a directory storage pool if libvirt does not have it running yet. */
+/**
+ * Defines, builds and starts a directory storage pool if libvirt does not have it running yet;
+ * refuses a pool of that name that points at another folder.
+ */
 export async function ensureStoragePool(uri: string, pool: { name: string; path: string }): Promise<void> {
+  // A pool whose folder was removed (say, with .stack/) cannot start again without it.
+  await mkdir(pool.path, { recursive: true });
   const info = await virsh(uri, ['pool-info', pool.name]).catch(() => null);
-  if (info === null) {
+  if (info !== null) {
+    const definition = await virsh(uri, ['pool-dumpxml', pool.name]);
+    const folder = /<path>([^<]*)<\/path>/.exec(definition)?.[1];
+    if (folder !== pool.path) {
+      throw new Error(
+        `libvirt storage pool ${pool.name} holds ${folder}, not ${pool.path}: set VOLUME_POOL to another name`,
+      );
+    }
+  } else {
     await virsh(uri, ['pool-define-as', pool.name, 'dir', '--target', pool.path]);
     await virsh(uri, ['pool-build', pool.name]);
     await virsh(uri, ['pool-autostart', pool.name]);

@@ -8,6 +8,7 @@ import { listInstanceActions } from '../../activities/action-log.js';
 import { instanceDirectory, rootDiskFile } from '../../activities/compute.js';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
+import { ensureStoragePool } from '../../lib/libvirt.js';
 import type { Instance } from '../../lib/nova.js';
 import { buildKnownVm, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
@@ -31,6 +32,15 @@ describe('shelve and unshelve of a volume-backed VM', () => {
       await rm(volumeFile, { force: true });
     }
     await stack?.stop();
+  });
+
+  it('refuses a volume pool whose name libvirt already gives to another folder', async () => {
+    const { name, path } = stack.config.compute.volumePool;
+    await expect(
+      ensureStoragePool(stack.config.compute.libvirtUri, { name, path: `${path}-elsewhere` }),
+    ).rejects.toThrow(
+      `libvirt storage pool ${name} holds ${path}, not ${path}-elsewhere: set VOLUME_POOL to another name`,
+    );
   });
 
   it('boots from its volume, which holds the known bytes', async () => {
