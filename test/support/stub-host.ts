@@ -24,6 +24,8 @@ export interface StubHost {
 }
 
 export interface StubHostOptions {
+  /** Its name; a new one each time unless a test brings a host back. */
+  host?: string;
   availabilityZone?: string;
   /** Memory the host offers the scheduler; ample unless a test is about capacity. */
   memoryMb?: number;
@@ -32,9 +34,8 @@ export interface StubHostOptions {
 export async function startStubHost(
   stack: TestStack,
   overrides: Partial<ComputeActivities> = {},
-  { availabilityZone = 'nova', memoryMb = 64 * 1024 }: StubHostOptions = {},
+  { host = `stub-${randomUUID().slice(0, 8)}`, availabilityZone = 'nova', memoryMb = 64 * 1024 }: StubHostOptions = {},
 ): Promise<StubHost> {
-  const host = `stub-${randomUUID().slice(0, 8)}`;
   const snapshots: string[] = [];
   const snapshot = async (imageId: string) => {
     snapshots.push(imageId);
