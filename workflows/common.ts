@@ -3,7 +3,9 @@
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import { setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import { ComputeHost, InstanceAction, InstanceUuid } from '../lib/temporal.js';
-import { actionLog } from './activities.js';
+import type { ClaimRequest } from '../activities/database.js';
+import type { Instance } from '../lib/nova.js';
+import { actionLog, database } from './activities.js';
 
 export interface ActionInput {
   instanceUuid: string;
@@ -86,6 +88,21 @@ export async function inAction<T>(requestId: string, body: () => Promise<T>): Pr
 /** An activity's own ApplicationFailure (e.g. "Cannot 'shelve' instance … while it is in …"). */
 export function reason(error: unknown): unknown {
   return error instanceof ActivityFailure && error.cause instanceof ApplicationFailure ? error.cause : error;
+}
+
+/** Claims the instance for an action; a refusal fails the workflow with its own readable reason. */
+export function claim(request: ClaimRequest): Promise<Instance> {
+  return database.claimInstance(request).catch((error: unknown) => Promise.reject(reason(error)));
+}
+
+/** A whole number of seconds, at least `min`, from an input that may come from anywhere. */
+export function checkedSeconds(workflow: string, name: string, value: unknown, min: number): number | undefined {
+  if (value === undefined || (Number.isInteger(value) && (value as number) >= min)) return value as number | undefined;
+  throw ApplicationFailure.create({
+    type: 'InvalidInput',
+    message: `${workflow}: ${name} must be a whole number of seconds >= ${min}, got ${JSON.stringify(value)}`,
+    nonRetryable: true,
+  });
 }
 
 /**

@@ -3,7 +3,7 @@
 import type { Instance } from '../lib/nova.js';
 import { PowerState, TaskState, VmState } from '../lib/nova.js';
 import { compute, database } from './activities.js';
-import { type ActionInput, checkedInput, inAction, inEvent, reason, tagWorkflow, withRollback } from './common.js';
+import { type ActionInput, checkedInput, claim, inAction, inEvent, tagWorkflow, withRollback } from './common.js';
 
 /**
  * The offload steps, for an instance claimed with task_state shelving_offloading, or shelving
@@ -46,16 +46,14 @@ export async function offloadInstance(instance: Instance, requestId: string): Pr
 export async function shelveOffloadInstance(rawInput: ActionInput): Promise<Instance> {
   const { instanceUuid, requestId, userId, projectId } = checkedInput('shelveOffloadInstance', rawInput);
   tagWorkflow({ instanceUuid, action: 'shelveOffload' });
-  const instance = await database
-    .claimInstance({
-      instanceUuid,
-      action: 'shelveOffload',
-      taskState: TaskState.SHELVING_OFFLOADING,
-      requestId,
-      userId,
-      projectId,
-    })
-    .catch((error: unknown) => Promise.reject(reason(error)));
+  const instance = await claim({
+    instanceUuid,
+    action: 'shelveOffload',
+    taskState: TaskState.SHELVING_OFFLOADING,
+    requestId,
+    userId,
+    projectId,
+  });
   tagWorkflow({ host: instance.host });
   return inAction(requestId, () => offloadInstance(instance, requestId));
 }

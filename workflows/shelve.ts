@@ -8,9 +8,10 @@ import { compute, database, images, settings } from './activities.js';
 import {
   type ActionInput,
   checkedInput,
+  checkedSeconds,
+  claim,
   inAction,
   inEvent,
-  reason,
   step,
   tagWorkflow,
   withRollback,
@@ -28,19 +29,19 @@ export interface ShelveInput extends ActionInput {
 export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
   const input = checkedInput('shelveInstance', rawInput);
   const { instanceUuid, requestId } = input;
+  checkedSeconds('shelveInstance', 'shutdownTimeout', input.shutdownTimeout, 0);
+  checkedSeconds('shelveInstance', 'shelvedOffloadTime', input.shelvedOffloadTime, -1);
   tagWorkflow({ instanceUuid, action: 'shelve' });
 
   step('claiming the instance');
-  const claimed = await database
-    .claimInstance({
-      instanceUuid,
-      action: 'shelve',
-      taskState: TaskState.SHELVING,
-      requestId,
-      userId: input.userId,
-      projectId: input.projectId,
-    })
-    .catch((error: unknown) => Promise.reject(reason(error)));
+  const claimed = await claim({
+    instanceUuid,
+    action: 'shelve',
+    taskState: TaskState.SHELVING,
+    requestId,
+    userId: input.userId,
+    projectId: input.projectId,
+  });
   const host = claimed.host!;
   tagWorkflow({ host });
 

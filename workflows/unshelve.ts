@@ -6,7 +6,16 @@ import type { RootDiskSource } from '../activities/compute.js';
 import { type Instance, PowerState, rootVolume, SHELVE_METADATA_KEYS, TaskState, VmState } from '../lib/nova.js';
 import { offloadTimerWorkflowId } from '../lib/temporal.js';
 import { compute, database, images } from './activities.js';
-import { type ActionInput, checkedInput, inAction, inEvent, reason, tagWorkflow, withRollback } from './common.js';
+import {
+  type ActionInput,
+  checkedInput,
+  claim,
+  inAction,
+  inEvent,
+  reason,
+  tagWorkflow,
+  withRollback,
+} from './common.js';
 
 export interface UnshelveInput extends ActionInput {
   /** Spawn on this host (Nova 2.91, admin-only through the API); only for SHELVED_OFFLOADED. */
@@ -41,16 +50,14 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
   checkedPlacement(input);
   tagWorkflow({ instanceUuid, action: 'unshelve' });
 
-  const instance = await database
-    .claimInstance({
-      instanceUuid,
-      action: 'unshelve',
-      taskState: TaskState.UNSHELVING,
-      requestId,
-      userId: input.userId,
-      projectId: input.projectId,
-    })
-    .catch((error: unknown) => Promise.reject(reason(error)));
+  const instance = await claim({
+    instanceUuid,
+    action: 'unshelve',
+    taskState: TaskState.UNSHELVING,
+    requestId,
+    userId: input.userId,
+    projectId: input.projectId,
+  });
   const imageId = instance.systemMetadata.shelved_image_id;
 
   return inAction(requestId, async () => {

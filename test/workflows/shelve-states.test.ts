@@ -2,6 +2,7 @@
 // always powered off hard (spec §8.5). vm-shelve has no stop or pause action of its own, so the
 // test puts the instance in those states in the database.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import { type Instance, PowerState, VmState } from '../../lib/nova.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
@@ -62,4 +63,20 @@ describe('shelve from each state it may start from', () => {
       });
     },
   );
+
+  it.each([
+    ['shelvedOffloadTime', 'soon', 'shelvedOffloadTime must be a whole number of seconds >= -1, got "soon"'],
+    ['shutdownTimeout', -5, 'shutdownTimeout must be a whole number of seconds >= 0, got -5'],
+  ])('refuses %s = %j before it claims anything', async (name, value, message) => {
+    const { uuid } = await stub.buildInstance();
+    const handle = await stack.client.workflow.start('shelveInstance', {
+      taskQueue: stack.config.temporal.conductorTaskQueue,
+      workflowId: `shelve-${uuid}`,
+      args: [{ instanceUuid: uuid, [name]: value }],
+    });
+    await expect(handle.result()).rejects.toMatchObject({
+      cause: { type: 'InvalidInput', message: `shelveInstance: ${message}` },
+    });
+    expect(await getInstance(stack.pool, uuid)).toMatchObject({ vmState: 'active', taskState: null });
+  });
 });
