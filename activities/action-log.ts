@@ -77,6 +77,11 @@ export async function listInstanceActions(pool: Pool, instanceUuid: string): Pro
     startTime: (row.start_time as Date).toISOString(),
     finishTime: row.finish_time ? (row.finish_time as Date).toISOString() : null,
     message: row.message,
-    events: row.events,
+    // json_agg gives PostgreSQL's timestamp text: made ISO like the action's own times.
+    events: (row.events as ActionEvent[]).map((event) => ({
+      ...event,
+      startTime: new Date(event.startTime).toISOString(),
+      finishTime: event.finishTime && new Date(event.finishTime).toISOString(),
+    })),
   }));
 }

@@ -110,6 +110,8 @@ function instanceFromRow(
       swap: row.swap,
     },
     launchedAt: row.launched_at ? (row.launched_at as Date).toISOString() : null,
+    createdAt: (row.created_at as Date).toISOString(),
+    updatedAt: (row.updated_at as Date).toISOString(),
     systemMetadata,
     blockDeviceMappings,
     ports,

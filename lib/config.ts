@@ -16,6 +16,8 @@ export interface Config {
     conductorTaskQueue: string;
   };
   databaseUrl: string;
+  /** Where the HTTP API listens (Nova's compute API port by default). */
+  api: { host: string; port: number };
   glance: {
     url: string;
     /** A Keystone token for a Keystone-protected Glance; without one, Glance must run no-auth. */
@@ -86,6 +88,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       conductorTaskQueue: env.CONDUCTOR_TASK_QUEUE ?? 'shelve',
     },
     databaseUrl: env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/vm_shelve',
+    api: { host: env.API_HOST ?? '127.0.0.1', port: integer(env, 'API_PORT', 8774, 0) },
     glance: {
       url: (env.GLANCE_URL ?? 'http://127.0.0.1:9292').replace(/\/+$/, ''),
       authToken: env.GLANCE_AUTH_TOKEN || undefined,

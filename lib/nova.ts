@@ -86,6 +86,8 @@ export interface Instance {
   imageRef: string;
   flavor: Flavor;
   launchedAt: string | null;
+  createdAt: string;
+  updatedAt: string;
   systemMetadata: Record<string, string>;
   blockDeviceMappings: BlockDeviceMapping[];
   ports: Port[];

@@ -83,3 +83,14 @@ export function selectHost(hosts: readonly HostState[], spec: RequestSpec): Host
   const freeMemory = (host: HostState) => host.memoryMb * host.ramAllocationRatio - host.memoryMbUsed;
   return [...fitting].sort((a, b) => freeMemory(b) - freeMemory(a) || a.host.localeCompare(b.host))[0]!;
 }
+
+/**
+ * The zone an unshelve schedules in (spec §5.2): the one the request names when it names one
+ * (null unpins), else the one the instance is pinned to.
+ */
+export function targetZone(
+  request: { availabilityZone?: string | null },
+  instance: { requestedAvailabilityZone: string | null },
+): string | null {
+  return 'availabilityZone' in request ? (request.availabilityZone ?? null) : instance.requestedAvailabilityZone;
+}

@@ -4,6 +4,7 @@
 import { ApplicationFailure, getExternalWorkflowHandle, log } from '@temporalio/workflow';
 import type { RootDiskSource } from '../activities/compute.js';
 import { type Instance, PowerState, rootVolume, SHELVE_METADATA_KEYS, TaskState, VmState } from '../lib/nova.js';
+import { targetZone } from '../lib/scheduler.js';
 import { offloadTimerWorkflowId } from '../lib/temporal.js';
 import { compute, database, images } from './activities.js';
 import {
@@ -25,11 +26,6 @@ export interface UnshelveInput extends ActionInput {
    * (2.91); absent keeps the zone it is pinned to. Only for SHELVED_OFFLOADED.
    */
   availabilityZone?: string | null;
-}
-
-/** The zone to schedule in: the requested one when the request names one, else the pinned one (spec §5.2). */
-function targetZone(input: UnshelveInput, instance: Instance): string | null {
-  return 'availabilityZone' in input ? (input.availabilityZone ?? null) : instance.requestedAvailabilityZone;
 }
 
 function checkedPlacement(input: UnshelveInput): void {

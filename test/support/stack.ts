@@ -64,12 +64,13 @@ async function startComputeHost(
   };
 }
 
-export async function startTestStack(): Promise<TestStack> {
+/** `settings` override the environment's configuration, e.g. SHELVED_OFFLOAD_TIME. */
+export async function startTestStack(settings: NodeJS.ProcessEnv = {}): Promise<TestStack> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('WARN') });
     runtimeInstalled = true;
   }
-  const config = loadConfig();
+  const config = loadConfig({ ...process.env, ...settings });
   const pool = new pg.Pool({ connectionString: config.databaseUrl });
   const glance = new GlanceClient(config.glance);
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
@@ -90,6 +91,7 @@ export async function startTestStack(): Promise<TestStack> {
     async addComputeHost(host) {
       const hostConfig = loadConfig({
         ...process.env,
+        ...settings,
         COMPUTE_HOST: host,
         INSTANCES_PATH: `${config.compute.instancesPath}-${host}`,
       });

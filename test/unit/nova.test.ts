@@ -24,6 +24,8 @@ const instance: Instance = {
   imageRef: 'img-1',
   flavor: { flavorid: '2', name: 'm1.small', vcpus: 2, memoryMb: 2048, rootGb: 20, ephemeralGb: 0, swap: 0 },
   launchedAt: '2026-01-01T00:00:00.000Z',
+  createdAt: '2026-01-01T00:00:00.000Z',
+  updatedAt: '2026-01-01T00:00:00.000Z',
   systemMetadata: {
     image_base_image_ref: 'img-1',
     image_os_type: 'linux',

@@ -1,0 +1,213 @@
+// The HTTP API: the part of Nova's compute API that shelving needs, for real OpenStack clients.
+// Actions claim the instance here, so a conflict is a 409 before anything starts; the workflow
+// then finds the claim its own (same request id).
+import { randomUUID } from 'node:crypto';
+import { type Client, WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Pool } from 'pg';
+import { listInstanceActions } from '../activities/action-log.js';
+import { createDatabaseActivities, getInstance } from '../activities/database.js';
+import { startAction } from '../lib/actions.js';
+import type { Config } from '../lib/config.js';
+import { logger } from '../lib/logger.js';
+import { type Instance, type InstanceAction, TaskState, VmState } from '../lib/nova.js';
+import { targetZone } from '../lib/scheduler.js';
+import { unshelveRequest } from './action-bodies.js';
+import { noauthContext, type RequestContext } from './context.js';
+import { ApiFault, FAULT_CODE_OF_FAILURE } from './faults.js';
+import { format, MAX_VERSION, MIN_VERSION, type Microversion, requestedMicroversion } from './microversions.js';
+import { actionView, serverView } from './views.js';
+
+export interface ApiDependencies {
+  config: Config;
+  pool: Pool;
+  client: Client;
+}
+
+/** Nova refuses bodies over its max_request_body_size; so does this API, well below. */
+const BODY_LIMIT = 64 * 1024;
+
+const CLAIM_TASK_STATE: Record<InstanceAction, TaskState> = {
+  shelve: TaskState.SHELVING,
+  shelveOffload: TaskState.SHELVING_OFFLOADING,
+  unshelve: TaskState.UNSHELVING,
+};
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function forbidden(rule: string): ApiFault {
+  return new ApiFault(403, `Policy doesn't allow os_compute_api:${rule} to be performed.`);
+}
+
+function faultOf(failure: ApplicationFailure): ApiFault | null {
+  const code = failure.type ? FAULT_CODE_OF_FAILURE[failure.type] : undefined;
+  return code ? new ApiFault(code, failure.message) : null;
+}
+
+export function buildApi({ config, pool, client }: ApiDependencies): FastifyInstance {
+  const app = Fastify({ bodyLimit: BODY_LIMIT, logger: false, genReqId: () => `req-${randomUUID()}` });
+  const database = createDatabaseActivities(pool);
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-openstack-request-id', request.id).header('x-compute-request-id', request.id);
+  });
+
+  app.setErrorHandler((error: Error & { statusCode?: number; code?: string }, request, reply) => {
+    let fault: ApiFault;
+    if (error instanceof ApiFault) fault = error;
+    else if (error instanceof ApplicationFailure && faultOf(error)) fault = faultOf(error)!;
+    else if (error.code === 'FST_ERR_CTP_BODY_TOO_LARGE') fault = new ApiFault(413, 'Request is too large.');
+    else if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
+      fault = new ApiFault(400, `Malformed request body: ${error.message}`);
+    } else {
+      logger.error({ err: error, requestId: request.id, url: request.url }, 'API request failed');
+      fault = new ApiFault(500, 'Unexpected API Error. Please report this at the project and attach the request id.');
+    }
+    reply.code(fault.code).send(fault.body());
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send(new ApiFault(404, `No such resource: ${request.method} ${request.url}`).body());
+  });
+
+  const baseUrl = (request: FastifyRequest) => `${request.protocol}://${request.host}`;
+
+  /** Authenticates, reads the microversion, and answers with it as Nova does. */
+  function begin(request: FastifyRequest, reply: FastifyReply): { context: RequestContext; version: Microversion } {
+    const version = requestedMicroversion(request.headers);
+    reply
+      .header('openstack-api-version', `compute ${format(version)}`)
+      .header('x-openstack-nova-api-version', format(version))
+      .header('vary', 'OpenStack-API-Version, X-OpenStack-Nova-API-Version');
+    const token = request.headers['x-auth-token'];
+    return { context: noauthContext(typeof token === 'string' ? token : undefined), version };
+  }
+
+  /** The server, if it exists and the caller may see it: another project's server is a 404. */
+  async function visibleServer(context: RequestContext, id: string): Promise<Instance> {
+    const notFound = new ApiFault(404, `Instance ${id} could not be found.`);
+    if (!UUID.test(id)) throw notFound;
+    const instance = await getInstance(pool, id).catch((error: unknown) => {
+      throw error instanceof ApplicationFailure && error.type === 'InstanceNotFound' ? notFound : error;
+    });
+    if (!context.isAdmin && instance.projectId !== context.projectId) throw notFound;
+    return instance;
+  }
+
+  const versionView = (request: FastifyRequest) => ({
+    id: 'v2.1',
+    status: 'CURRENT',
+    version: MAX_VERSION,
+    min_version: MIN_VERSION,
+    updated: '2013-07-23T11:33:21Z',
+    links: [{ rel: 'self', href: `${baseUrl(request)}/v2.1/` }],
+    'media-types': [{ base: 'application/json', type: 'application/vnd.openstack.compute+json;version=2.1' }],
+  });
+  app.get('/', async (request) => ({ versions: [versionView(request)] }));
+  app.get('/v2.1', async (request) => ({ version: versionView(request) }));
+  app.get('/v2.1/', async (request) => ({ version: versionView(request) }));
+
+  app.get<{ Params: { id: string } }>('/v2.1/servers/:id', async (request, reply) => {
+    const { context } = begin(request, reply);
+    return { server: serverView(await visibleServer(context, request.params.id), context, baseUrl(request)) };
+  });
+
+  async function listServers(request: FastifyRequest<{ Querystring: { all_tenants?: string } }>, reply: FastifyReply) {
+    const { context } = begin(request, reply);
+    const allProjects = context.isAdmin && request.query.all_tenants !== undefined;
+    const { rows } = await pool.query<{ uuid: string }>(
+      'SELECT uuid FROM instances WHERE ($1 OR project_id = $2) ORDER BY created_at DESC, uuid',
+      [allProjects, context.projectId],
+    );
+    return { context, instances: await Promise.all(rows.map((row) => getInstance(pool, row.uuid))) };
+  }
+  app.get<{ Querystring: { all_tenants?: string } }>('/v2.1/servers/detail', async (request, reply) => {
+    const { context, instances } = await listServers(request, reply);
+    return { servers: instances.map((instance) => serverView(instance, context, baseUrl(request))) };
+  });
+  app.get<{ Querystring: { all_tenants?: string } }>('/v2.1/servers', async (request, reply) => ({
+    servers: (await listServers(request, reply)).instances.map((instance) => ({
+      id: instance.uuid,
+      name: instance.displayName,
+      links: [{ rel: 'self', href: `${baseUrl(request)}/v2.1/servers/${instance.uuid}` }],
+    })),
+  }));
+
+  app.get<{ Params: { id: string } }>('/v2.1/servers/:id/os-instance-actions', async (request, reply) => {
+    const { context } = begin(request, reply);
+    const instance = await visibleServer(context, request.params.id);
+    const actions = await listInstanceActions(pool, instance.uuid);
+    return { instanceActions: actions.map((action) => actionView(action, context, false)) };
+  });
+
+  app.get<{ Params: { id: string; requestId: string } }>(
+    '/v2.1/servers/:id/os-instance-actions/:requestId',
+    async (request, reply) => {
+      const { context } = begin(request, reply);
+      const instance = await visibleServer(context, request.params.id);
+      const action = (await listInstanceActions(pool, instance.uuid)).find(
+        (candidate) => candidate.requestId === request.params.requestId,
+      );
+      if (!action) throw new ApiFault(404, `Action for request_id ${request.params.requestId} not found`);
+      return { instanceAction: actionView(action, context, true) };
+    },
+  );
+
+  app.post<{ Params: { id: string }; Body: unknown }>('/v2.1/servers/:id/action', async (request, reply) => {
+    const { context, version } = begin(request, reply);
+    const body = request.body;
+    if (typeof body !== 'object' || body === null || Array.isArray(body) || Object.keys(body).length !== 1) {
+      throw new ApiFault(400, 'Malformed request body: expected an object with exactly one action.');
+    }
+    const [name] = Object.keys(body) as [string];
+    if (!(name in CLAIM_TASK_STATE)) throw new ApiFault(400, `There is no such action: ${name}`);
+    const action = name as InstanceAction;
+    const instance = await visibleServer(context, request.params.id);
+
+    // Policies (os_compute_api:os-shelve:*): the owner's project or an admin; offload and a
+    // named host are admin-only.
+    if (action === 'shelveOffload' && !context.isAdmin) throw forbidden('os-shelve:shelve_offload');
+    const unshelve = action === 'unshelve' ? unshelveRequest((body as Record<string, unknown>).unshelve, version) : {};
+    if (unshelve.host !== undefined && !context.isAdmin) throw forbidden('os-shelve:unshelve_to_host');
+    if (
+      (unshelve.host !== undefined || 'availabilityZone' in unshelve) &&
+      instance.vmState !== VmState.SHELVED_OFFLOADED
+    ) {
+      throw new ApiFault(
+        409,
+        `The unshelve action on a server with a host or an availability zone is only allowed for status SHELVED_OFFLOADED; server ${instance.uuid} is ${instance.vmState}.`,
+      );
+    }
+    if (unshelve.host !== undefined || unshelve.availabilityZone) {
+      // The zone and host errors Nova's API gives at once (400, 409), from the scheduler itself.
+      await database
+        .selectDestination({
+          instanceUuid: instance.uuid,
+          flavor: instance.flavor,
+          availabilityZone: targetZone(unshelve, instance),
+          requestedHost: unshelve.host,
+        })
+        .catch((error: unknown) => {
+          if (error instanceof ApplicationFailure && error.type === 'NoValidHost') return;
+          throw error;
+        });
+    }
+
+    const requestId = request.id;
+    const who = { requestId, userId: context.userId, projectId: context.projectId };
+    await database.claimInstance({ instanceUuid: instance.uuid, action, taskState: CLAIM_TASK_STATE[action], ...who });
+    try {
+      await startAction(client, config, action, { instanceUuid: instance.uuid, ...who, ...unshelve });
+    } catch (error) {
+      await database.releaseInstance({ instanceUuid: instance.uuid, requestId });
+      if (error instanceof WorkflowExecutionAlreadyStartedError) {
+        throw new ApiFault(409, `Another ${action} of instance ${instance.uuid} is still running.`);
+      }
+      throw error;
+    }
+    reply.code(202).send();
+  });
+
+  return app;
+}

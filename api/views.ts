@@ -1,0 +1,80 @@
+// Nova's JSON views of servers and instance actions.
+import type { InstanceActionRecord } from '../activities/action-log.js';
+import { domainName } from '../lib/libvirt.js';
+import { type Instance, serverStatus } from '../lib/nova.js';
+import type { RequestContext } from './context.js';
+
+/** Nova's timestamps: UTC, no fraction, Z. */
+function timestamp(iso: string | null): string | null {
+  return iso === null ? null : iso.replace(/\.\d{3}Z$/, 'Z');
+}
+
+export function serverView(instance: Instance, context: RequestContext, baseUrl: string) {
+  const self = `${baseUrl}/v2.1/servers/${instance.uuid}`;
+  return {
+    id: instance.uuid,
+    name: instance.displayName,
+    status: serverStatus(instance.vmState),
+    tenant_id: instance.projectId,
+    user_id: instance.userId,
+    // Volume-backed servers have no image of their own.
+    image: instance.imageRef ? { id: instance.imageRef } : '',
+    flavor: {
+      vcpus: instance.flavor.vcpus,
+      ram: instance.flavor.memoryMb,
+      disk: instance.flavor.rootGb,
+      ephemeral: instance.flavor.ephemeralGb,
+      swap: instance.flavor.swap,
+      original_name: instance.flavor.name,
+      extra_specs: {},
+    },
+    created: timestamp(instance.createdAt),
+    updated: timestamp(instance.updatedAt),
+    addresses: Object.fromEntries(
+      instance.ports.map((port) => [port.network, [{ 'OS-EXT-IPS-MAC:mac_addr': port.macAddress, version: 4 }]]),
+    ),
+    metadata: {},
+    links: [{ rel: 'self', href: self }],
+    'OS-EXT-STS:vm_state': instance.vmState,
+    'OS-EXT-STS:task_state': instance.taskState,
+    'OS-EXT-STS:power_state': instance.powerState,
+    'OS-EXT-AZ:availability_zone': instance.availabilityZone ?? '',
+    'OS-SRV-USG:launched_at': timestamp(instance.launchedAt),
+    'os-extended-volumes:volumes_attached': instance.blockDeviceMappings
+      .filter((bdm) => bdm.volumeId)
+      .map((bdm) => ({ id: bdm.volumeId, delete_on_termination: false })),
+    // Where a server runs is for admins only, as in Nova.
+    ...(context.isAdmin
+      ? {
+          'OS-EXT-SRV-ATTR:host': instance.host,
+          'OS-EXT-SRV-ATTR:hypervisor_hostname': instance.node,
+          'OS-EXT-SRV-ATTR:instance_name': domainName(instance.uuid),
+        }
+      : {}),
+  };
+}
+
+export function actionView(action: InstanceActionRecord, context: RequestContext, withEvents: boolean) {
+  return {
+    action: action.action,
+    instance_uuid: action.instanceUuid,
+    request_id: action.requestId,
+    user_id: action.userId,
+    project_id: action.projectId,
+    start_time: timestamp(action.startTime),
+    updated_at: timestamp(action.finishTime ?? action.startTime),
+    message: action.message,
+    ...(withEvents
+      ? {
+          events: action.events.map((event) => ({
+            event: event.event,
+            start_time: timestamp(event.startTime),
+            finish_time: timestamp(event.finishTime),
+            result: event.result,
+            // Tracebacks and hosts are for admins only, as in Nova.
+            ...(context.isAdmin ? { traceback: event.traceback, host: event.host } : {}),
+          })),
+        }
+      : {}),
+  };
+}
