@@ -1,4 +1,5 @@
-// The shelve action bodies Nova accepts, by microversion (spec §6), checked with JSON schemas.
+// The request bodies Nova accepts for the calls served here (spec §6 for the shelve actions),
+// checked with JSON schemas.
 import { Ajv, type ErrorObject } from 'ajv';
 import { ApiFault } from './faults.js';
 import { atLeast, type Microversion } from './microversions.js';
@@ -35,11 +36,11 @@ const unshelve291 = ajv.compile({
   ],
 });
 
-function describe(errors: ErrorObject[] | null | undefined): string {
+function describe(errors: ErrorObject[] | null | undefined, root = 'unshelve'): string {
   // The deepest error names the field; oneOf's own "must match exactly one schema" does not.
   const error = [...(errors ?? [])].reverse().find((e) => e.keyword !== 'oneOf') ?? errors?.[0];
   if (!error) return 'invalid';
-  const field = error.instancePath ? `unshelve${error.instancePath.replaceAll('/', '.')}` : 'unshelve';
+  const field = error.instancePath ? `${root}${error.instancePath.replaceAll('/', '.')}` : root;
   const extra =
     error.keyword === 'additionalProperties' ? ` ('${error.params.additionalProperty}' was unexpected)` : '';
   return `Invalid input for field/attribute ${field}: ${error.message}${extra}.`;
@@ -59,4 +60,40 @@ export function unshelveRequest(body: unknown, version: Microversion): UnshelveR
   if (body === null) return {};
   const { host, availability_zone: zone } = body as { host?: string; availability_zone?: string | null };
   return { ...(host !== undefined ? { host } : {}), ...(zone !== undefined ? { availabilityZone: zone } : {}) };
+}
+
+// POST /servers: what this API can build (image-backed, one flavor, maybe a zone). Fields real
+// clients send with their defaults are accepted; anything else is refused by name.
+const serverCreate = ajv.compile({
+  type: 'object',
+  properties: {
+    server: {
+      type: 'object',
+      properties: {
+        name: { type: 'string', minLength: 1, maxLength: 255 },
+        imageRef: { type: 'string', minLength: 1 },
+        flavorRef: { type: 'string', minLength: 1 },
+        availability_zone: zoneName,
+        min_count: { const: 1 },
+        max_count: { const: 1 },
+        networks: { enum: ['auto', 'none'] },
+      },
+      required: ['name', 'imageRef', 'flavorRef'],
+      additionalProperties: false,
+    },
+  },
+  required: ['server'],
+  additionalProperties: false,
+});
+
+export interface ServerCreateRequest {
+  name: string;
+  imageRef: string;
+  flavorRef: string;
+  availability_zone?: string;
+}
+
+export function serverCreateRequest(body: unknown): ServerCreateRequest {
+  if (!serverCreate(body)) throw new ApiFault(400, describe(serverCreate.errors, 'body'));
+  return (body as { server: ServerCreateRequest }).server;
 }

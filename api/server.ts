@@ -11,9 +11,18 @@ import { createDatabaseActivities, getInstance } from '../activities/database.js
 import { startAction } from '../lib/actions.js';
 import type { Config } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
-import { type Instance, type InstanceAction, TaskState, VmState } from '../lib/nova.js';
+import { FLAVORS, findFlavor } from '../lib/flavors.js';
+import { type GlanceImage, GlanceClient } from '../lib/glance.js';
+import {
+  type Flavor,
+  imageSystemMetadata,
+  type Instance,
+  type InstanceAction,
+  TaskState,
+  VmState,
+} from '../lib/nova.js';
 import { targetZone } from '../lib/scheduler.js';
-import { unshelveRequest } from './action-bodies.js';
+import { serverCreateRequest, unshelveRequest } from './action-bodies.js';
 import { noauthContext, type RequestContext } from './context.js';
 import { ApiFault, FAULT_CODE_OF_FAILURE } from './faults.js';
 import { format, MAX_VERSION, MIN_VERSION, type Microversion, requestedMicroversion } from './microversions.js';
@@ -48,6 +57,7 @@ function faultOf(failure: ApplicationFailure): ApiFault | null {
 export function buildApi({ config, pool, client }: ApiDependencies): FastifyInstance {
   const app = Fastify({ bodyLimit: BODY_LIMIT, logger: false, genReqId: () => `req-${randomUUID()}` });
   const database = createDatabaseActivities(pool);
+  const glance = new GlanceClient(config.glance);
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-openstack-request-id', request.id).header('x-compute-request-id', request.id);
@@ -153,6 +163,96 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
       return { instanceAction: actionView(action, context, true) };
     },
   );
+
+  const flavorView = (flavor: Flavor, request: FastifyRequest) => ({
+    id: flavor.flavorid,
+    name: flavor.name,
+    vcpus: flavor.vcpus,
+    ram: flavor.memoryMb,
+    disk: flavor.rootGb,
+    'OS-FLV-EXT-DATA:ephemeral': flavor.ephemeralGb,
+    swap: flavor.swap || '',
+    rxtx_factor: 1.0,
+    'os-flavor-access:is_public': true,
+    links: [{ rel: 'self', href: `${baseUrl(request)}/v2.1/flavors/${flavor.flavorid}` }],
+  });
+  app.get('/v2.1/flavors', async (request, reply) => {
+    begin(request, reply);
+    return { flavors: FLAVORS.map((flavor) => ({ id: flavor.flavorid, name: flavor.name })) };
+  });
+  app.get('/v2.1/flavors/detail', async (request, reply) => {
+    begin(request, reply);
+    return { flavors: FLAVORS.map((flavor) => flavorView(flavor, request)) };
+  });
+  app.get<{ Params: { id: string } }>('/v2.1/flavors/:id', async (request, reply) => {
+    begin(request, reply);
+    const flavor = FLAVORS.find((candidate) => candidate.flavorid === request.params.id);
+    if (!flavor) throw new ApiFault(404, `Flavor ${request.params.id} could not be found.`);
+    return { flavor: flavorView(flavor, request) };
+  });
+
+  // The images a caller may boot from, as Glance shows them: clients that reach every service
+  // through this one endpoint look images up here.
+  const visibleTo = (context: RequestContext, image: GlanceImage) =>
+    context.isAdmin || image.owner === context.projectId || ['public', 'community'].includes(image.visibility);
+  app.get<{ Params: { id: string } }>('/v2.1/images/:id', async (request, reply) => {
+    const { context } = begin(request, reply);
+    const image = UUID.test(request.params.id) ? await glance.getImage(context, request.params.id) : null;
+    if (!image || !visibleTo(context, image)) throw new ApiFault(404, `Image ${request.params.id} could not be found.`);
+    return image;
+  });
+  app.get<{ Querystring: { name?: string } }>('/v2.1/images', async (request, reply) => {
+    const { context } = begin(request, reply);
+    const images = await glance.listImages(context, { name: request.query.name });
+    return { images: images.filter((image) => visibleTo(context, image)) };
+  });
+
+  app.post<{ Body: unknown }>('/v2.1/servers', async (request, reply) => {
+    const { context } = begin(request, reply);
+    const server = serverCreateRequest(request.body);
+    const flavor = findFlavor(server.flavorRef);
+    if (!flavor) throw new ApiFault(400, `Flavor ${server.flavorRef} could not be found.`);
+    const image = UUID.test(server.imageRef) ? await glance.getImage(context, server.imageRef) : null;
+    if (!image || !visibleTo(context, image) || image.status !== 'active') {
+      throw new ApiFault(400, `Image ${server.imageRef} could not be found.`);
+    }
+    const instanceUuid = randomUUID();
+    const build = {
+      instanceUuid,
+      displayName: server.name,
+      projectId: context.projectId,
+      userId: context.userId,
+      imageRef: image.id,
+      flavor,
+      requestId: request.id,
+      ...(server.availability_zone ? { availabilityZone: server.availability_zone } : {}),
+    };
+    // Recorded before the 202, so that the client's next GET finds the server; the workflow's
+    // own create finds this row (same request) and goes on.
+    await database.createInstance({
+      uuid: instanceUuid,
+      displayName: server.name,
+      projectId: context.projectId,
+      userId: context.userId,
+      imageRef: image.id,
+      flavor,
+      availabilityZone: server.availability_zone ?? null,
+      requestId: request.id,
+      systemMetadata: imageSystemMetadata(image),
+      blockDeviceMappings: [],
+      ports: [],
+    });
+    await startAction(client, config, 'build', build);
+    reply.code(202);
+    return {
+      server: {
+        id: instanceUuid,
+        links: [{ rel: 'self', href: `${baseUrl(request)}/v2.1/servers/${instanceUuid}` }],
+        'OS-DCF:diskConfig': 'MANUAL',
+        security_groups: [{ name: 'default' }],
+      },
+    };
+  });
 
   app.post<{ Params: { id: string }; Body: unknown }>('/v2.1/servers/:id/action', async (request, reply) => {
     const { context, version } = begin(request, reply);

@@ -4,6 +4,9 @@ import { domainName } from '../lib/libvirt.js';
 import { type Instance, serverStatus } from '../lib/nova.js';
 import type { RequestContext } from './context.js';
 
+/** The address QEMU's user-mode network gives every guest, each on a private network of its own. */
+const GUEST_ADDRESS = '10.0.2.15';
+
 /** Nova's timestamps: UTC, no fraction, Z. */
 function timestamp(iso: string | null): string | null {
   return iso === null ? null : iso.replace(/\.\d{3}Z$/, 'Z');
@@ -31,7 +34,10 @@ export function serverView(instance: Instance, context: RequestContext, baseUrl:
     created: timestamp(instance.createdAt),
     updated: timestamp(instance.updatedAt),
     addresses: Object.fromEntries(
-      instance.ports.map((port) => [port.network, [{ 'OS-EXT-IPS-MAC:mac_addr': port.macAddress, version: 4 }]]),
+      instance.ports.map((port) => [
+        port.network,
+        [{ addr: GUEST_ADDRESS, version: 4, 'OS-EXT-IPS:type': 'fixed', 'OS-EXT-IPS-MAC:mac_addr': port.macAddress }],
+      ]),
     ),
     metadata: {},
     links: [{ rel: 'self', href: self }],

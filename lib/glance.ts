@@ -138,6 +138,19 @@ export class GlanceClient {
     }
   }
 
+  /** The images the context may see, optionally only those with this name. */
+  async listImages(context: RequestContext, { name }: { name?: string } = {}): Promise<GlanceImage[]> {
+    try {
+      const { data } = await this.http.get<{ images: GlanceImage[] }>('/images', {
+        headers: this.headers(context),
+        params: name === undefined ? {} : { name },
+      });
+      return data.images;
+    } catch (error) {
+      throw glanceFailure('image list', error);
+    }
+  }
+
   async uploadImageData(
     context: RequestContext,
     imageId: string,
