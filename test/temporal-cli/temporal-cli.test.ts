@@ -1,0 +1,100 @@
+// Workflows started with the real `temporal` binary, as the README shows: they go through the
+// same claims and checks as the API's, and can be found by their search attributes.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { getInstance } from '../../activities/database.js';
+import { workflowId } from '../../lib/temporal.js';
+import { startTestStack, type TestStack } from '../support/stack.js';
+import { type StubHost, startStubHost } from '../support/stub-host.js';
+
+const run = promisify(execFile);
+
+describe('the Temporal CLI', () => {
+  let stack: TestStack;
+  let stub: StubHost;
+
+  beforeAll(async () => {
+    stack = await startTestStack();
+    stub = await startStubHost(stack);
+  });
+
+  afterAll(async () => {
+    await stub?.stop();
+    await stack?.stop();
+  });
+
+  async function temporal(...args: string[]): Promise<string> {
+    const binary = process.env.TEMPORAL_CLI;
+    if (!binary) throw new Error('TEMPORAL_CLI is not set: run the tests with npm test');
+    const { stdout } = await run(binary, [...args, '--address', stack.config.temporal.address]);
+    return stdout;
+  }
+
+  /**
+   * `temporal workflow start` then `temporal workflow result`, as an operator would: the result's
+   * output, and whether the workflow succeeded (the CLI prints a failure on stdout and exits 1).
+   */
+  async function startAndWait(type: string, id: string, input: unknown): Promise<{ ok: boolean; output: string }> {
+    const queue = stack.config.temporal.conductorTaskQueue;
+    await temporal(
+      'workflow',
+      'start',
+      '--type',
+      type,
+      '--task-queue',
+      queue,
+      '--workflow-id',
+      id,
+      '--input',
+      JSON.stringify(input),
+    );
+    return temporal('workflow', 'result', '--workflow-id', id).then(
+      (output) => ({ ok: true, output }),
+      (error: { stdout?: string }) => ({ ok: false, output: error.stdout ?? '' }),
+    );
+  }
+
+  async function workflowIds(query: string): Promise<string[]> {
+    const listed = JSON.parse(await temporal('workflow', 'list', '--query', query, '--output', 'json')) as {
+      execution: { workflowId: string };
+    }[];
+    return listed.map(({ execution }) => execution.workflowId).sort();
+  }
+
+  it('shelves and unshelves an instance, and finds its workflows by their search attributes', async () => {
+    const { uuid } = await stub.buildInstance();
+    const shelve = await startAndWait('shelveInstance', workflowId('shelve', uuid), {
+      instanceUuid: uuid,
+      shelvedOffloadTime: 0,
+    });
+    expect(shelve.ok).toBe(true);
+    expect(await getInstance(stack.pool, uuid)).toMatchObject({ vmState: 'shelved_offloaded', taskState: null });
+    const unshelve = await startAndWait('unshelveInstance', workflowId('unshelve', uuid), { instanceUuid: uuid });
+    expect(unshelve.ok).toBe(true);
+    expect(await getInstance(stack.pool, uuid)).toMatchObject({ vmState: 'active', host: stub.host });
+
+    const all = [workflowId('build', uuid), workflowId('shelve', uuid), workflowId('unshelve', uuid)].sort();
+    expect(await workflowIds(`InstanceUuid="${uuid}"`)).toEqual(all);
+    expect(await workflowIds(`ComputeHost="${stub.host}" AND InstanceUuid="${uuid}"`)).toEqual(all);
+    expect(await workflowIds(`InstanceUuid="${uuid}" AND InstanceAction="unshelve"`)).toEqual([
+      workflowId('unshelve', uuid),
+    ]);
+  });
+
+  it('fails at once with the reason: a wrong state, an unknown instance, a malformed input', async () => {
+    const { uuid } = await stub.buildInstance();
+    const unknown = '00000000-0000-4000-8000-000000000000';
+    const failures = [
+      [{ instanceUuid: uuid }, `Cannot 'unshelve' instance ${uuid} while it is in vm_state active`],
+      [{ instanceUuid: unknown }, `Instance ${unknown} could not be found.`],
+      [{ uuid }, 'unshelveInstance expects an input like {"instanceUuid": "<uuid>"}'],
+    ] as const;
+    for (const [i, [input, reason]] of failures.entries()) {
+      const { ok, output } = await startAndWait('unshelveInstance', `unshelve-cli-${i}-${uuid}`, input);
+      expect(ok).toBe(false);
+      expect(output).toContain(`Message: ${reason}`);
+    }
+    expect(await getInstance(stack.pool, uuid)).toMatchObject({ vmState: 'active', taskState: null });
+  });
+});
