@@ -18,6 +18,7 @@ SEARCH_ATTRIBUTES=(InstanceUuid=Keyword ComputeHost=Keyword InstanceAction=Keywo
 DEBIAN_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   qemu-system-x86 qemu-utils glance-api postgresql-client python3-openstackclient
+  chromium
   build-essential python3 curl
 )
 
