@@ -14,11 +14,18 @@ import { connectWorker, installRuntimeLogging, isMain } from './runtime.js';
 
 const REPORT_INTERVAL_MS = 10_000;
 
+/**
+ * How often an activity's heartbeat (with its progress) reaches the server. The SDK's default,
+ * 80% of the heartbeat timeout, would show the CLI and the Web UI a new figure every 24 s.
+ */
+export const HEARTBEAT_THROTTLE = '1 second';
+
 export async function createComputeWorker(config: Config, connection: NativeConnection, libvirt: LibvirtConnection) {
   return Worker.create({
     connection,
     namespace: config.temporal.namespace,
     taskQueue: computeTaskQueue(config.compute.host),
+    maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     activities: createComputeActivities(config.compute, libvirt, new GlanceClient(config.glance)),
   });
 }

@@ -8,6 +8,7 @@ import { reportComputeNode } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import { type Instance, PowerState } from '../../lib/nova.js';
 import { computeTaskQueue } from '../../lib/temporal.js';
+import { HEARTBEAT_THROTTLE } from '../../workers/compute.js';
 import type { TestStack } from './stack.js';
 
 export const testOwner = { projectId: 'wf-project', userId: 'wf-user' };
@@ -58,7 +59,12 @@ export async function startStubHost(
     ...overrides,
   };
   const connection = await NativeConnection.connect({ address: stack.config.temporal.address });
-  const worker = await Worker.create({ connection, taskQueue: computeTaskQueue(host), activities });
+  const worker = await Worker.create({
+    connection,
+    taskQueue: computeTaskQueue(host),
+    maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+    activities,
+  });
   const running = worker.run().finally(() => connection.close());
   await reportComputeNode(stack.pool, {
     host,

@@ -1,0 +1,244 @@
+// vm-shelve: shelve, offload and unshelve servers from a terminal. Actions go through the HTTP
+// API (so they meet the same claims and policies); progress comes from Temporal, where the
+// workflow's activities report bytes moved in their heartbeats.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { SingleBar } from 'cli-progress';
+import { Command, Option } from 'commander';
+import { currentProgress } from '../lib/actions.js';
+import { loadConfig } from '../lib/config.js';
+import { workflowId } from '../lib/temporal.js';
+
+interface GlobalOptions {
+  api: string;
+  token: string;
+  json: boolean;
+}
+
+type Server = Record<string, unknown> & { id: string; status: string };
+
+const config = loadConfig();
+
+/** A one-line reason and a non-zero exit: what scripts and people both can read. */
+class CliError extends Error {}
+
+async function request(options: GlobalOptions, method: string, path: string, body?: unknown, version?: string) {
+  const response = await fetch(`${options.api}/v2.1${path}`, {
+    method,
+    headers: {
+      'x-auth-token': options.token,
+      ...(version ? { 'openstack-api-version': `compute ${version}` } : {}),
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+    },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  }).catch((error: Error) => {
+    throw new CliError(`cannot reach the API at ${options.api}: ${error.cause ?? error.message}`);
+  });
+  const text = await response.text();
+  const json = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+  if (!response.ok) {
+    const fault = Object.values(json)[0] as { message?: string } | undefined;
+    throw new CliError(`${response.status}: ${fault?.message ?? text}`);
+  }
+  return json;
+}
+
+const getServer = async (options: GlobalOptions, id: string) =>
+  (await request(options, 'GET', `/servers/${id}`)).server as Server;
+
+function stateLine(server: Server): string {
+  return [
+    server.status.padEnd(17),
+    `vm_state=${server['OS-EXT-STS:vm_state']}`,
+    `task_state=${server['OS-EXT-STS:task_state'] ?? 'None'}`,
+    `power_state=${server['OS-EXT-STS:power_state']}`,
+  ].join(' ');
+}
+
+const MiB = 1024 * 1024;
+
+/**
+ * Follows an action's workflow to its end: each state change on a line of its own, a progress bar
+ * (MiB and rate) while disk data moves. Returns the server as it ends; throws the failure's reason.
+ */
+async function follow(options: GlobalOptions, id: string, action: 'shelve' | 'shelveOffload' | 'unshelve') {
+  const connection = await Connection.connect({ address: config.temporal.address });
+  try {
+    const handle = new Client({ connection, namespace: config.temporal.namespace }).workflow.getHandle(
+      workflowId(action, id),
+    );
+    let finished = false;
+    const result = handle.result().finally(() => (finished = true));
+    let bar: SingleBar | undefined;
+    let barStarted = 0;
+    let lastLine = '';
+    while (!finished) {
+      const server = await getServer(options, id);
+      const progress = await currentProgress(handle).catch(() => undefined);
+      if (!options.json) {
+        const line = stateLine(server);
+        if (line !== lastLine && !bar) console.log(line);
+        lastLine = line;
+        if (progress?.bytesTotal && progress.bytesDone !== undefined) {
+          bar ??= new SingleBar({
+            format: `  ${progress.step} [{bar}] {percentage}% {doneMiB}/{totalMiB} MiB {rate} MiB/s`,
+            hideCursor: true,
+            // Without a terminal (logs, scripts), a line every second instead of a redrawn bar.
+            noTTYOutput: true,
+            notTTYSchedule: 1000,
+          });
+          if (!bar.isActive) {
+            bar.start(progress.bytesTotal, 0, { doneMiB: '0.0', totalMiB: '0.0', rate: '0.0' });
+            barStarted = Date.now();
+          }
+          const seconds = Math.max((Date.now() - barStarted) / 1000, 0.001);
+          bar.update(progress.bytesDone, {
+            doneMiB: (progress.bytesDone / MiB).toFixed(1),
+            totalMiB: (progress.bytesTotal / MiB).toFixed(1),
+            rate: (progress.bytesDone / MiB / seconds).toFixed(1),
+          });
+        } else if (bar?.isActive) {
+          bar.stop();
+          bar = undefined;
+        }
+      }
+      await Promise.race([result.catch(() => undefined), sleep(300)]);
+    }
+    bar?.stop();
+    await result.catch((error: unknown) => {
+      const reason = error instanceof WorkflowFailedError ? (error.cause?.message ?? error.message) : String(error);
+      throw new CliError(`${action} of ${id} failed: ${reason}`);
+    });
+    const server = await getServer(options, id);
+    if (!options.json) console.log(stateLine(server));
+    return server;
+  } finally {
+    await connection.close();
+  }
+}
+
+function print(options: GlobalOptions, value: unknown, text: () => string): void {
+  console.log(options.json ? JSON.stringify(value, null, 2) : text());
+}
+
+const program = new Command('vm-shelve')
+  .description('Shelve, offload and unshelve servers through the vm-shelve API')
+  .addOption(
+    new Option('--api <url>', 'API endpoint')
+      .env('VM_SHELVE_API')
+      .default(`http://${config.api.host}:${config.api.port}`),
+  )
+  .addOption(new Option('--token <user:project>', 'token (noauth: user:project)').env('OS_TOKEN').makeOptionMandatory())
+  .option('--json', 'machine-readable output', false)
+  .showHelpAfterError();
+
+const globals = () => program.opts<GlobalOptions>();
+
+async function act(id: string, body: unknown, version?: string, wait = true) {
+  const options = globals();
+  const action = Object.keys(body as object)[0] as 'shelve' | 'shelveOffload' | 'unshelve';
+  await request(options, 'POST', `/servers/${id}/action`, body, version);
+  if (!wait) return print(options, { id, action, accepted: true }, () => `${action} of ${id} accepted`);
+  const server = await follow(options, id, action);
+  print(options, server, () => `${action} of ${id} done: ${server.status}`);
+}
+
+program
+  .command('shelve <server>')
+  .description('shelve a server (and offload it with --offload, admin only)')
+  .option('--offload', 'offload it right after, as an admin would')
+  .option('--no-wait', 'return once the API accepted the request')
+  .action(async (id: string, options: { offload?: boolean; wait: boolean }) => {
+    await act(id, { shelve: null }, undefined, options.wait || Boolean(options.offload));
+    if (options.offload) await act(id, { shelveOffload: null }, undefined, options.wait);
+  });
+
+program
+  .command('offload <server>')
+  .description('offload a SHELVED server from its host (admin only)')
+  .option('--no-wait', 'return once the API accepted the request')
+  .action((id: string, options: { wait: boolean }) => act(id, { shelveOffload: null }, undefined, options.wait));
+
+program
+  .command('unshelve <server>')
+  .description('unshelve a server, on a named host (2.91, admin only) or into an availability zone (2.77)')
+  .option('--host <host>', 'the host to spawn on')
+  .option('--az <zone>', 'the availability zone to spawn in and pin the server to')
+  .option('--no-wait', 'return once the API accepted the request')
+  .action((id: string, options: { host?: string; az?: string; wait: boolean }) => {
+    const placement = {
+      ...(options.host ? { host: options.host } : {}),
+      ...(options.az ? { availability_zone: options.az } : {}),
+    };
+    const version = options.host ? '2.91' : options.az ? '2.77' : undefined;
+    return act(id, { unshelve: Object.keys(placement).length ? placement : null }, version, options.wait);
+  });
+
+program
+  .command('show <server>')
+  .description("show a server's states")
+  .action(async (id: string) => {
+    const server = await getServer(globals(), id);
+    print(globals(), server, () => `${server.id} ${server.name}\n${stateLine(server)}`);
+  });
+
+program
+  .command('list')
+  .description('list servers')
+  .action(async () => {
+    const servers = (await request(globals(), 'GET', '/servers/detail')).servers as Server[];
+    print(globals(), servers, () =>
+      servers.map((server) => `${server.id} ${String(server.name).padEnd(24)} ${stateLine(server)}`).join('\n'),
+    );
+  });
+
+program
+  .command('actions <server>')
+  .description("list a server's actions and their steps")
+  .action(async (id: string) => {
+    const options = globals();
+    const { instanceActions } = (await request(options, 'GET', `/servers/${id}/os-instance-actions`)) as {
+      instanceActions: { request_id: string; action: string; start_time: string; message: string | null }[];
+    };
+    const detailed = await Promise.all(
+      instanceActions.map(
+        async (action) =>
+          (await request(options, 'GET', `/servers/${id}/os-instance-actions/${action.request_id}`)).instanceAction as {
+            action: string;
+            start_time: string;
+            message: string | null;
+            events: { event: string; result: string | null }[];
+          },
+      ),
+    );
+    print(options, detailed, () =>
+      detailed
+        .map((action) =>
+          [
+            `${action.start_time} ${action.action}${action.message ? ` (${action.message})` : ''}`,
+            ...action.events.map((event) => `    ${event.event}: ${event.result ?? 'running'}`),
+          ].join('\n'),
+        )
+        .join('\n'),
+    );
+  });
+
+program
+  .command('watch <server>')
+  .description("print a server's states as they change, until interrupted")
+  .action(async (id: string) => {
+    const options = globals();
+    let last = '';
+    for (;;) {
+      const server = await getServer(options, id);
+      const line = options.json ? JSON.stringify(server) : stateLine(server);
+      if (line !== last) console.log(options.json ? line : `${new Date().toISOString()} ${line}`);
+      last = line;
+      await sleep(500);
+    }
+  });
+
+await program.parseAsync().catch((error: unknown) => {
+  console.error(`vm-shelve: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+});
