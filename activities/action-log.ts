@@ -2,6 +2,7 @@
 // becomes an event with its own start, finish, result and traceback. The action row itself is
 // written by the claim, in the same transaction that takes the instance.
 import type { Pool } from 'pg';
+import { actionsFinished, stepDuration } from '../lib/metrics.js';
 
 export type EventResult = 'Success' | 'Error';
 
@@ -39,18 +40,21 @@ export function createActionLogActivities(pool: Pool) {
     },
 
     async finishActionEvent(finish: { requestId: string; event: string; result: EventResult; traceback?: string }) {
-      await pool.query(
+      const { rows } = await pool.query<{ seconds: number }>(
         `UPDATE instance_action_events e SET finish_time = now(), result = $3, traceback = $4
-         FROM instance_actions a WHERE e.action_id = a.id AND a.request_id = $1 AND e.event = $2`,
+         FROM instance_actions a WHERE e.action_id = a.id AND a.request_id = $1 AND e.event = $2
+         RETURNING extract(epoch FROM e.finish_time - e.start_time)::float AS seconds`,
         [finish.requestId, finish.event, finish.result, finish.traceback ?? null],
       );
+      for (const { seconds } of rows) stepDuration.observe({ event: finish.event, result: finish.result }, seconds);
     },
 
     async finishAction({ requestId, result }: { requestId: string; result: EventResult }) {
-      await pool.query('UPDATE instance_actions SET finish_time = now(), message = $2 WHERE request_id = $1', [
-        requestId,
-        result === 'Error' ? 'Error' : null,
-      ]);
+      const { rows } = await pool.query<{ action: string }>(
+        'UPDATE instance_actions SET finish_time = now(), message = $2 WHERE request_id = $1 RETURNING action',
+        [requestId, result === 'Error' ? 'Error' : null],
+      );
+      for (const { action } of rows) actionsFinished.inc({ action, result });
     },
   };
 }

@@ -18,6 +18,7 @@ import {
   powerStateOf,
   refreshStoragePool,
 } from '../lib/libvirt.js';
+import { bytesMoved } from '../lib/metrics.js';
 import { type Instance, PowerState, rootVolume } from '../lib/nova.js';
 import * as qemuImg from '../lib/qemu-img.js';
 
@@ -135,6 +136,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
       });
     }
     await rename(partial, file);
+    bytesMoved.inc({ direction: 'download' }, bytes);
   }
 
   /** Starts the instance's defined domain, if it is not running already. */
@@ -263,6 +265,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
             message: `Glance image ${imageId} is ${stored?.status ?? 'missing'} with hash ${stored?.os_hash_value?.slice(0, 16) ?? '-'}… after ${sent.bytes} bytes were sent with hash ${sent.osHashValue.slice(0, 16)}…`,
           });
         }
+        bytesMoved.inc({ direction: 'upload' }, size);
         log.info('snapshot uploaded', { instanceUuid: instance.uuid, imageId, bytes: size });
         return { size };
       } finally {

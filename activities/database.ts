@@ -14,6 +14,7 @@ import {
   type TaskState,
   type VmState,
 } from '../lib/nova.js';
+import { actionsStarted } from '../lib/metrics.js';
 import { type HostCapacity, type HostState, type RequestSpec, selectHost } from '../lib/scheduler.js';
 
 export interface ClaimRequest {
@@ -281,6 +282,8 @@ export function createDatabaseActivities(pool: Pool) {
           userId: claim.userId,
           projectId: claim.projectId,
         });
+        // A retry (or the workflow taking over the API's claim) is not a new action.
+        if (instance.taskState === null) actionsStarted.inc({ action });
         if (action === 'shelve') {
           // Keeps the original image id for unshelve and rebuild (spec §1.3, bug 1893618).
           await writeSystemMetadata(client, instanceUuid, { image_base_image_ref: instance.imageRef });
@@ -371,6 +374,7 @@ export function createDatabaseActivities(pool: Pool) {
           ],
         );
         const instance = await getInstance(client, request.uuid);
+        if (rowCount === 1) actionsStarted.inc({ action: 'create' });
         if (rowCount === 0 && instance.taskState !== 'spawning') {
           throw ApplicationFailure.create({
             type: 'InstanceExists',

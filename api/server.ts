@@ -11,6 +11,7 @@ import { createDatabaseActivities, getInstance } from '../activities/database.js
 import { startAction } from '../lib/actions.js';
 import type { Config } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
+import { registry } from '../lib/metrics.js';
 import { FLAVORS, findFlavor } from '../lib/flavors.js';
 import { type GlanceImage, GlanceClient } from '../lib/glance.js';
 import {
@@ -117,6 +118,14 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
   app.get('/', async (request) => ({ versions: [versionView(request)] }));
   app.get('/v2.1', async (request) => ({ version: versionView(request) }));
   app.get('/v2.1/', async (request) => ({ version: versionView(request) }));
+
+  // Admins only: the metrics name hosts and volumes of work.
+  app.get('/metrics', async (request, reply) => {
+    const { context } = begin(request, reply);
+    if (!context.isAdmin) throw forbidden('metrics');
+    reply.header('content-type', registry.contentType);
+    return registry.metrics();
+  });
 
   app.get<{ Params: { id: string } }>('/v2.1/servers/:id', async (request, reply) => {
     const { context } = begin(request, reply);

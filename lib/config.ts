@@ -47,6 +47,8 @@ export interface Config {
   /** -1 never offload, 0 offload at once, N > 0 offload after N seconds (Nova: 0). */
   shelvedOffloadTime: number;
   logLevel: string;
+  /** Port of a worker's own /metrics endpoint, on loopback; 0 (the default) serves none. */
+  metricsPort: number;
 }
 
 function integer(env: NodeJS.ProcessEnv, name: string, fallback: number, min: number): number {
@@ -107,5 +109,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownTimeout: integer(env, 'SHUTDOWN_TIMEOUT', 60, 0),
     shelvedOffloadTime: integer(env, 'SHELVED_OFFLOAD_TIME', 0, -1),
     logLevel: env.LOG_LEVEL ?? 'info',
+    metricsPort: integer(env, 'METRICS_PORT', 0, 0),
   };
 }

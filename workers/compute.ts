@@ -9,6 +9,7 @@ import { type Config, loadConfig } from '../lib/config.js';
 import { GlanceClient } from '../lib/glance.js';
 import { ensureStoragePool, LibvirtConnection } from '../lib/libvirt.js';
 import { logger } from '../lib/logger.js';
+import { serveMetrics } from '../lib/metrics.js';
 import { computeTaskQueue } from '../lib/temporal.js';
 import { connectWorker, installRuntimeLogging, isMain } from './runtime.js';
 
@@ -63,6 +64,7 @@ export async function registerHost(config: Config, pool: pg.Pool, libvirt: Libvi
 if (isMain(import.meta.url)) {
   installRuntimeLogging();
   const config = loadConfig();
+  const metrics = serveMetrics('127.0.0.1', config.metricsPort);
   const pool = new pg.Pool({ connectionString: config.databaseUrl });
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
   const worker = await createComputeWorker(config, await connectWorker(config), libvirt);
@@ -73,5 +75,6 @@ if (isMain(import.meta.url)) {
   );
   await worker.run();
   stopReporting();
+  metrics?.close();
   await Promise.all([pool.end(), libvirt.close()]);
 }

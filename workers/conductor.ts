@@ -9,6 +9,7 @@ import { createSettingsActivities } from '../activities/settings.js';
 import { type Config, loadConfig } from '../lib/config.js';
 import { GlanceClient } from '../lib/glance.js';
 import { logger } from '../lib/logger.js';
+import { serveMetrics } from '../lib/metrics.js';
 import { connectWorker, installRuntimeLogging, isMain } from './runtime.js';
 
 export async function createConductorWorker(config: Config, connection: NativeConnection, pool: pg.Pool) {
@@ -29,9 +30,11 @@ export async function createConductorWorker(config: Config, connection: NativeCo
 if (isMain(import.meta.url)) {
   installRuntimeLogging();
   const config = loadConfig();
+  const metrics = serveMetrics('127.0.0.1', config.metricsPort);
   const pool = new pg.Pool({ connectionString: config.databaseUrl });
   const worker = await createConductorWorker(config, await connectWorker(config), pool);
   logger.info({ taskQueue: config.temporal.conductorTaskQueue }, 'conductor worker started');
   await worker.run();
+  metrics?.close();
   await pool.end();
 }

@@ -130,6 +130,23 @@ describe('the compute API', () => {
     expect(asAdmin.json().instanceAction.events[0]).toHaveProperty('traceback', null);
   });
 
+  it('serves Prometheus metrics to admins: actions by result, step durations', async () => {
+    expect((await call('GET', '/metrics', owner)).statusCode).toBe(403);
+    const metrics = await call('GET', '/metrics', admin);
+    expect(metrics.statusCode).toBe(200);
+    expect(metrics.headers['content-type']).toContain('text/plain');
+    // The shelve, offload and unshelve of the test above ran in this process's workers.
+    for (const action of ['shelve', 'shelveOffload', 'unshelve']) {
+      expect(metrics.body).toMatch(new RegExp(`vm_shelve_actions_started_total\\{action="${action}"\\} [1-9]`));
+      expect(metrics.body).toMatch(
+        new RegExp(`vm_shelve_actions_finished_total\\{action="${action}",result="Success"\\} [1-9]`),
+      );
+    }
+    expect(metrics.body).toMatch(
+      /vm_shelve_step_duration_seconds_count\{event="compute_shelve_offload_instance",result="Success"\} [1-9]/,
+    );
+  });
+
   it('answers 202 with the request id that names the action', async () => {
     const { uuid } = await stub.buildInstance();
     const response = await call('POST', `/v2.1/servers/${uuid}/action`, owner, { shelve: null });

@@ -12,6 +12,7 @@ import { instanceDirectory } from '../../activities/compute.js';
 import { listInstanceActions } from '../../activities/action-log.js';
 import { getInstance } from '../../activities/database.js';
 import { type Action, startAction } from '../../lib/actions.js';
+import { bytesMoved } from '../../lib/metrics.js';
 import type { Instance } from '../../lib/nova.js';
 import { sameGuestContent } from '../../lib/qemu-img.js';
 import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
@@ -129,6 +130,10 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
     expect(await stack.glance.getImage(e2eOwner, shelvedImageId)).toBeNull();
     expect(await vm.diskIsIntact(stack.config)).toBe(true);
+    // The compute host counted what it moved: the snapshot up, then down again.
+    const moved = Object.fromEntries((await bytesMoved.get()).values.map((v) => [v.labels.direction, v.value]));
+    expect(moved.upload).toBeGreaterThan(32 * 1024 * 1024);
+    expect(moved.download).toBeGreaterThanOrEqual(moved.upload!);
     // Only the root disk is shelved: the ephemeral disk comes back empty.
     expect(await ephemeralHolds(null)).toBe(true);
   });
