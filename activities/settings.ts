@@ -2,15 +2,20 @@
 // (workflows cannot read the environment).
 import type { Config } from '../lib/config.js';
 
-export interface ShelveSettings {
+export interface ConductorSettings {
   shutdownTimeout: number;
   shelvedOffloadTime: number;
+  computeHostTimeout: number;
 }
 
 export function createSettingsActivities(config: Config) {
   return {
-    async shelveSettings(): Promise<ShelveSettings> {
-      return { shutdownTimeout: config.shutdownTimeout, shelvedOffloadTime: config.shelvedOffloadTime };
+    async conductorSettings(): Promise<ConductorSettings> {
+      return {
+        shutdownTimeout: config.shutdownTimeout,
+        shelvedOffloadTime: config.shelvedOffloadTime,
+        computeHostTimeout: config.computeHostTimeout,
+      };
     },
   };
 }

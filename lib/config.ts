@@ -46,6 +46,11 @@ export interface Config {
   shutdownTimeout: number;
   /** -1 never offload, 0 offload at once, N > 0 offload after N seconds (Nova: 0). */
   shelvedOffloadTime: number;
+  /**
+   * Seconds a compute host's worker has to take a step before the action fails cleanly: an
+   * action on a host whose worker is gone waits that long, not forever (Nova waits forever).
+   */
+  computeHostTimeout: number;
   logLevel: string;
   /** Port of a worker's own /metrics endpoint, on loopback; 0 (the default) serves none. */
   metricsPort: number;
@@ -108,6 +113,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     shutdownTimeout: integer(env, 'SHUTDOWN_TIMEOUT', 60, 0),
     shelvedOffloadTime: integer(env, 'SHELVED_OFFLOAD_TIME', 0, -1),
+    computeHostTimeout: integer(env, 'COMPUTE_HOST_TIMEOUT', 300, 1),
     logLevel: env.LOG_LEVEL ?? 'info',
     metricsPort: integer(env, 'METRICS_PORT', 0, 0),
   };

@@ -1,4 +1,5 @@
 // The activities the workflows call, with the timeouts and retries each kind of work needs.
+import { ActivityFailure, ApplicationFailure, TimeoutFailure, TimeoutType } from '@temporalio/common';
 import { proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { ActionLogActivities } from '../activities/action-log.js';
 import type { ComputeActivities } from '../activities/compute.js';
@@ -15,15 +16,49 @@ export const images = proxyActivities<ImageActivities>({ startToCloseTimeout: '2
 /** Local: a row per step is bookkeeping, not worth a round trip through a task queue. */
 export const actionLog = proxyLocalActivities<ActionLogActivities>({ startToCloseTimeout: '10 seconds', retry });
 
+export type ComputeHosts = (host: string) => ComputeActivities;
+
+/** A step no worker took in time: the host's compute worker is down, or was never started. */
+function hostUnavailable(error: unknown, host: string, step: string, seconds: number): unknown {
+  const timedOut =
+    error instanceof ActivityFailure &&
+    error.cause instanceof TimeoutFailure &&
+    error.cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
+  return timedOut
+    ? ApplicationFailure.create({
+        type: 'ComputeHostUnavailable',
+        message: `Compute host ${host} did not take the step ${step} within ${seconds}s: is its compute worker running?`,
+        nonRetryable: true,
+      })
+    : error;
+}
+
 /**
- * Activities on one compute host, sent to that host's own task queue. Disk copies take long, so
+ * Activities on compute hosts, each sent to its host's own task queue. Disk copies take long, so
  * they heartbeat: a dead host is noticed within the heartbeat timeout, not at the end of the copy.
+ * A host whose worker does not take a step within `hostTimeout` seconds fails the step cleanly.
  */
-export function compute(host: string) {
-  return proxyActivities<ComputeActivities>({
-    taskQueue: computeTaskQueue(host),
-    startToCloseTimeout: '2 hours',
-    heartbeatTimeout: '30 seconds',
-    retry,
-  });
+export function computeHosts(hostTimeout: number): ComputeHosts {
+  return (host) => {
+    const activities = proxyActivities<ComputeActivities>({
+      taskQueue: computeTaskQueue(host),
+      scheduleToStartTimeout: `${hostTimeout} seconds`,
+      startToCloseTimeout: '2 hours',
+      heartbeatTimeout: '30 seconds',
+      retry,
+    });
+    return new Proxy(activities, {
+      get:
+        (target, step: keyof ComputeActivities & string) =>
+        (...args: unknown[]) =>
+          (target[step] as (...args: unknown[]) => Promise<unknown>)(...args).catch((error: unknown) => {
+            throw hostUnavailable(error, host, step, hostTimeout);
+          }),
+    });
+  };
+}
+
+/** computeHosts with the conductor's configured deadline. */
+export async function configuredComputeHosts(): Promise<ComputeHosts> {
+  return computeHosts((await settings.conductorSettings()).computeHostTimeout);
 }

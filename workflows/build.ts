@@ -10,7 +10,7 @@ import {
   TaskState,
   VmState,
 } from '../lib/nova.js';
-import { compute, database, images } from './activities.js';
+import { configuredComputeHosts, database, images } from './activities.js';
 import { inAction, inEvent, reason, step, tagWorkflow, withRollback } from './common.js';
 
 export interface BuildInput {
@@ -90,6 +90,7 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
   };
 
   return inAction(requestId, async () => {
+    const compute = await configuredComputeHosts();
     const destination = await withRollback(
       () =>
         inEvent({ requestId, name: 'schedule_instances', host: null, details: 'scheduling' }, () =>

@@ -3,7 +3,7 @@
 // shelved_poll_interval; a Temporal timer fires on time and survives worker and server restarts.
 import { ApplicationFailure, log, sleep } from '@temporalio/workflow';
 import { type Instance, TaskState } from '../lib/nova.js';
-import { database } from './activities.js';
+import { configuredComputeHosts, database } from './activities.js';
 import { checkedInput, inAction, reason, step, tagWorkflow } from './common.js';
 import { offloadInstance } from './offload.js';
 
@@ -40,5 +40,5 @@ export async function shelvedOffloadTimer(rawInput: OffloadTimerInput): Promise<
     });
   if (!claimed) return null;
   tagWorkflow({ host: claimed.host });
-  return inAction(requestId, () => offloadInstance(claimed, requestId));
+  return inAction(requestId, async () => offloadInstance(claimed, requestId, await configuredComputeHosts()));
 }

@@ -2,14 +2,14 @@
 // in Glance (spec §1.5).
 import type { Instance } from '../lib/nova.js';
 import { PowerState, TaskState, VmState } from '../lib/nova.js';
-import { compute, database } from './activities.js';
+import { type ComputeHosts, configuredComputeHosts, database } from './activities.js';
 import { type ActionInput, checkedInput, claim, inAction, inEvent, tagWorkflow, withRollback } from './common.js';
 
 /**
  * The offload steps, for an instance claimed with task_state shelving_offloading, or shelving
  * when a volume-backed shelve offloads at once (spec §1.4).
  */
-export async function offloadInstance(instance: Instance, requestId: string): Promise<Instance> {
+export async function offloadInstance(instance: Instance, requestId: string, compute: ComputeHosts): Promise<Instance> {
   const { uuid: instanceUuid, host } = instance;
   const release = () => database.releaseInstance({ instanceUuid, requestId });
   return withRollback(
@@ -55,5 +55,5 @@ export async function shelveOffloadInstance(rawInput: ActionInput): Promise<Inst
     projectId,
   });
   tagWorkflow({ host: instance.host });
-  return inAction(requestId, () => offloadInstance(instance, requestId));
+  return inAction(requestId, async () => offloadInstance(instance, requestId, await configuredComputeHosts()));
 }

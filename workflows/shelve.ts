@@ -4,7 +4,7 @@
 import { ParentClosePolicy, startChild, uuid4 } from '@temporalio/workflow';
 import { type Instance, PowerState, rootVolume, shelvedAtTimestamp, TaskState, VmState } from '../lib/nova.js';
 import { offloadTimerWorkflowId } from '../lib/temporal.js';
-import { compute, database, images, settings } from './activities.js';
+import { type ComputeHosts, computeHosts, database, images, settings } from './activities.js';
 import {
   type ActionInput,
   checkedInput,
@@ -46,12 +46,13 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
   tagWorkflow({ host });
 
   return inAction(requestId, async () => {
-    const defaults = await settings.shelveSettings();
+    const defaults = await settings.conductorSettings();
+    const compute = computeHosts(defaults.computeHostTimeout);
     // A paused guest cannot answer a shutdown request: always a hard power-off (spec §8.5).
     const shutdownTimeout =
       claimed.powerState === PowerState.PAUSED ? 0 : (input.shutdownTimeout ?? defaults.shutdownTimeout);
     const shelvedOffloadTime = input.shelvedOffloadTime ?? defaults.shelvedOffloadTime;
-    if (rootVolume(claimed)) return shelveVolumeBacked(claimed, requestId, shutdownTimeout);
+    if (rootVolume(claimed)) return shelveVolumeBacked(claimed, requestId, shutdownTimeout, compute);
     // Chosen here, so that every retry of the steps below works on this one image.
     const imageId = uuid4();
     const save = (expected: TaskState, changes: Parameters<typeof database.saveInstance>[0]['changes'], extra = {}) =>
@@ -115,7 +116,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
       },
     );
 
-    if (shelvedOffloadTime === 0) return offloadInstance(shelved, requestId);
+    if (shelvedOffloadTime === 0) return offloadInstance(shelved, requestId, compute);
     if (shelvedOffloadTime > 0) {
       step(`starting the timer that offloads in ${shelvedOffloadTime}s`);
       // Abandoned: the timer outlives this workflow, which ends as soon as the instance is SHELVED.
@@ -133,7 +134,12 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
  * A volume-backed instance takes no image: its root volume stays in the pool, so it is powered
  * off and offloaded at once, whatever shelved_offload_time says, and gets no shelved_* keys (spec §1.4).
  */
-async function shelveVolumeBacked(claimed: Instance, requestId: string, shutdownTimeout: number): Promise<Instance> {
+async function shelveVolumeBacked(
+  claimed: Instance,
+  requestId: string,
+  shutdownTimeout: number,
+  compute: ComputeHosts,
+): Promise<Instance> {
   const { uuid: instanceUuid, host } = claimed;
   await withRollback(
     () =>
@@ -148,5 +154,5 @@ async function shelveVolumeBacked(claimed: Instance, requestId: string, shutdown
       ),
     () => database.releaseInstance({ instanceUuid, requestId }),
   );
-  return offloadInstance(claimed, requestId);
+  return offloadInstance(claimed, requestId, compute);
 }

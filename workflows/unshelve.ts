@@ -6,7 +6,7 @@ import type { RootDiskSource } from '../activities/compute.js';
 import { type Instance, PowerState, rootVolume, SHELVE_METADATA_KEYS, TaskState, VmState } from '../lib/nova.js';
 import { targetZone } from '../lib/scheduler.js';
 import { offloadTimerWorkflowId } from '../lib/temporal.js';
-import { compute, database, images } from './activities.js';
+import { type ComputeHosts, configuredComputeHosts, database, images } from './activities.js';
 import {
   type ActionInput,
   checkedInput,
@@ -57,6 +57,7 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
   const imageId = instance.systemMetadata.shelved_image_id;
 
   return inAction(requestId, async () => {
+    const compute = await configuredComputeHosts();
     if (imageId && instance.vmState === VmState.SHELVED) {
       // A pending offload timer of this shelve has nothing left to do; the claim above already
       // keeps it from acting, this just ends it. It may have ended on its own: that is fine.
@@ -75,9 +76,9 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
               nonRetryable: true,
             });
           }
-          return powerOnInPlace(instance, requestId);
+          return powerOnInPlace(instance, requestId, compute);
         }
-        return spawnFromSnapshot(instance, requestId, input);
+        return spawnFromSnapshot(instance, requestId, input, compute);
       },
       () => database.releaseInstance({ instanceUuid, requestId }),
     );
@@ -98,7 +99,7 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
   });
 }
 
-async function powerOnInPlace(instance: Instance, requestId: string): Promise<Instance> {
+async function powerOnInPlace(instance: Instance, requestId: string, compute: ComputeHosts): Promise<Instance> {
   const { uuid: instanceUuid, host } = instance;
   tagWorkflow({ host });
   await database.saveInstance({
@@ -140,7 +141,12 @@ async function rootDiskSource(instance: Instance, requestId: string): Promise<Ro
   return { kind: 'standalone', imageId };
 }
 
-async function spawnFromSnapshot(instance: Instance, requestId: string, input: UnshelveInput): Promise<Instance> {
+async function spawnFromSnapshot(
+  instance: Instance,
+  requestId: string,
+  input: UnshelveInput,
+  compute: ComputeHosts,
+): Promise<Instance> {
   const { uuid: instanceUuid } = instance;
   const { host: requestedHost } = input;
   const zone = targetZone(input, instance);
