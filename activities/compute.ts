@@ -19,7 +19,7 @@ import {
   refreshStoragePool,
 } from '../lib/libvirt.js';
 import { bytesMoved } from '../lib/metrics.js';
-import { type Instance, PowerState, rootVolume } from '../lib/nova.js';
+import { type Instance, isUuid, PowerState, rootVolume } from '../lib/nova.js';
 import * as qemuImg from '../lib/qemu-img.js';
 
 /** What the CLI and the Web UI read from an activity's heartbeat. */
@@ -52,11 +52,9 @@ async function heartbeating<T>(step: string, work: Promise<T>): Promise<T> {
   }
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /** Ids become path components: only a uuid may. */
 function checkedId(kind: string, id: string): string {
-  if (!UUID.test(id)) {
+  if (!isUuid(id)) {
     throw ApplicationFailure.create({
       type: 'InvalidId',
       message: `${kind} id '${id}' is not a UUID`,

@@ -5,6 +5,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import {
   ALLOWED_VM_STATES,
+  CLAIM_TASK_STATE,
+  isUuid,
   type BlockDeviceMapping,
   type Flavor,
   type Instance,
@@ -20,8 +22,6 @@ import { type HostCapacity, type HostState, type RequestSpec, selectHost } from 
 export interface ClaimRequest {
   instanceUuid: string;
   action: InstanceAction;
-  /** The task_state the claim sets (shelving, shelving_offloading, unshelving). */
-  taskState: TaskState;
   requestId: string;
   /** Claim only while this is still the instance's shelved_image_id (the offload timer's shelve). */
   shelvedImageId?: string;
@@ -157,8 +157,6 @@ async function systemMetadataOf(db: Pool | PoolClient, instanceUuid: string): Pr
   return Object.fromEntries(rows.map((row) => [row.key, row.value]));
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 function instanceNotFound(instanceUuid: string): ApplicationFailure {
   return ApplicationFailure.create({
     type: 'InstanceNotFound',
@@ -168,7 +166,7 @@ function instanceNotFound(instanceUuid: string): ApplicationFailure {
 }
 
 export async function getInstance(db: Pool | PoolClient, instanceUuid: string): Promise<Instance> {
-  if (!UUID.test(instanceUuid)) throw instanceNotFound(instanceUuid);
+  if (!isUuid(instanceUuid)) throw instanceNotFound(instanceUuid);
   const { rows } = await db.query('SELECT * FROM instances WHERE uuid = $1', [instanceUuid]);
   if (rows.length === 0) throw instanceNotFound(instanceUuid);
   return instanceFromRow(
@@ -245,7 +243,8 @@ export function createDatabaseActivities(pool: Pool) {
      * allows the action and no other task runs. A retry by the same request passes again.
      */
     async claimInstance(claim: ClaimRequest): Promise<Instance> {
-      const { instanceUuid, action, taskState, requestId, shelvedImageId } = claim;
+      const { instanceUuid, action, requestId, shelvedImageId } = claim;
+      const taskState = CLAIM_TASK_STATE[action];
       const instance = await getInstance(pool, instanceUuid);
       const allowed: readonly VmState[] = ALLOWED_VM_STATES[action];
       return inTransaction(pool, async (client) => {

@@ -15,11 +15,12 @@ import { registry } from '../lib/metrics.js';
 import { FLAVORS, findFlavor } from '../lib/flavors.js';
 import { type GlanceImage, GlanceClient } from '../lib/glance.js';
 import {
+  ALLOWED_VM_STATES,
   type Flavor,
   imageSystemMetadata,
   type Instance,
   type InstanceAction,
-  TaskState,
+  isUuid,
   VmState,
 } from '../lib/nova.js';
 import { targetZone } from '../lib/scheduler.js';
@@ -37,14 +38,6 @@ export interface ApiDependencies {
 
 /** Nova refuses bodies over its max_request_body_size; so does this API, well below. */
 const BODY_LIMIT = 64 * 1024;
-
-const CLAIM_TASK_STATE: Record<InstanceAction, TaskState> = {
-  shelve: TaskState.SHELVING,
-  shelveOffload: TaskState.SHELVING_OFFLOADING,
-  unshelve: TaskState.UNSHELVING,
-};
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 function forbidden(rule: string): ApiFault {
   return new ApiFault(403, `Policy doesn't allow os_compute_api:${rule} to be performed.`);
@@ -98,7 +91,6 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
   /** The server, if it exists and the caller may see it: another project's server is a 404. */
   async function visibleServer(context: RequestContext, id: string): Promise<Instance> {
     const notFound = new ApiFault(404, `Instance ${id} could not be found.`);
-    if (!UUID.test(id)) throw notFound;
     const instance = await getInstance(pool, id).catch((error: unknown) => {
       throw error instanceof ApplicationFailure && error.type === 'InstanceNotFound' ? notFound : error;
     });
@@ -206,7 +198,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
     context.isAdmin || image.owner === context.projectId || ['public', 'community'].includes(image.visibility);
   app.get<{ Params: { id: string } }>('/v2.1/images/:id', async (request, reply) => {
     const { context } = begin(request, reply);
-    const image = UUID.test(request.params.id) ? await glance.getImage(context, request.params.id) : null;
+    const image = isUuid(request.params.id) ? await glance.getImage(context, request.params.id) : null;
     if (!image || !visibleTo(context, image)) throw new ApiFault(404, `Image ${request.params.id} could not be found.`);
     return image;
   });
@@ -221,7 +213,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
     const server = serverCreateRequest(request.body);
     const flavor = findFlavor(server.flavorRef);
     if (!flavor) throw new ApiFault(400, `Flavor ${server.flavorRef} could not be found.`);
-    const image = UUID.test(server.imageRef) ? await glance.getImage(context, server.imageRef) : null;
+    const image = isUuid(server.imageRef) ? await glance.getImage(context, server.imageRef) : null;
     if (!image || !visibleTo(context, image) || image.status !== 'active') {
       throw new ApiFault(400, `Image ${server.imageRef} could not be found.`);
     }
@@ -270,7 +262,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
       throw new ApiFault(400, 'Malformed request body: expected an object with exactly one action.');
     }
     const [name] = Object.keys(body) as [string];
-    if (!(name in CLAIM_TASK_STATE)) throw new ApiFault(400, `There is no such action: ${name}`);
+    if (!(name in ALLOWED_VM_STATES)) throw new ApiFault(400, `There is no such action: ${name}`);
     const action = name as InstanceAction;
     const instance = await visibleServer(context, request.params.id);
 
@@ -305,7 +297,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
 
     const requestId = request.id;
     const who = { requestId, userId: context.userId, projectId: context.projectId };
-    await database.claimInstance({ instanceUuid: instance.uuid, action, taskState: CLAIM_TASK_STATE[action], ...who });
+    await database.claimInstance({ instanceUuid: instance.uuid, action, ...who });
     try {
       await startAction(client, config, action, { instanceUuid: instance.uuid, ...who, ...unshelve });
     } catch (error) {

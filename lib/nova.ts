@@ -43,6 +43,20 @@ export const ALLOWED_VM_STATES = {
 } as const satisfies Record<string, readonly VmState[]>;
 export type InstanceAction = keyof typeof ALLOWED_VM_STATES;
 
+/** The task_state an action claims the instance with (spec §1.3, §1.5, §1.6). */
+export const CLAIM_TASK_STATE: Record<InstanceAction, TaskState> = {
+  shelve: TaskState.SHELVING,
+  shelveOffload: TaskState.SHELVING_OFFLOADING,
+  unshelve: TaskState.UNSHELVING,
+};
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Instances, images, volumes and ports are named by UUIDs. */
+export function isUuid(text: string): boolean {
+  return UUID.test(text);
+}
+
 /** API status shown for a vm_state (spec §1.1). */
 export function serverStatus(vmState: VmState): string {
   const byVmState: Record<VmState, string> = {

@@ -2,7 +2,7 @@
 // unless it was unshelved (or shelved again) meanwhile. Nova polls for this every
 // shelved_poll_interval; a Temporal timer fires on time and survives worker and server restarts.
 import { ApplicationFailure, log, sleep } from '@temporalio/workflow';
-import { type Instance, TaskState } from '../lib/nova.js';
+import type { Instance } from '../lib/nova.js';
 import { configuredComputeHosts, database } from './activities.js';
 import { checkedInput, inAction, reason, step, tagWorkflow } from './common.js';
 import { offloadInstance } from './offload.js';
@@ -25,7 +25,6 @@ export async function shelvedOffloadTimer(rawInput: OffloadTimerInput): Promise<
     .claimInstance({
       instanceUuid,
       action: 'shelveOffload',
-      taskState: TaskState.SHELVING_OFFLOADING,
       requestId,
       shelvedImageId,
     })

@@ -49,7 +49,6 @@ export async function shelveOffloadInstance(rawInput: ActionInput): Promise<Inst
   const instance = await claim({
     instanceUuid,
     action: 'shelveOffload',
-    taskState: TaskState.SHELVING_OFFLOADING,
     requestId,
     userId,
     projectId,

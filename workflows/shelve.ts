@@ -37,7 +37,6 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
   const claimed = await claim({
     instanceUuid,
     action: 'shelve',
-    taskState: TaskState.SHELVING,
     requestId,
     userId: input.userId,
     projectId: input.projectId,

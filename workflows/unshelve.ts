@@ -49,7 +49,6 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
   const instance = await claim({
     instanceUuid,
     action: 'unshelve',
-    taskState: TaskState.UNSHELVING,
     requestId,
     userId: input.userId,
     projectId: input.projectId,

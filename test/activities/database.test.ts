@@ -42,7 +42,7 @@ describe('claimInstance', () => {
     const uuid = await activeInstance();
     const claims = await Promise.allSettled(
       Array.from({ length: 10 }, (_, i) =>
-        database.claimInstance({ instanceUuid: uuid, action: 'shelve', taskState: 'shelving', requestId: `req-${i}` }),
+        database.claimInstance({ instanceUuid: uuid, action: 'shelve', requestId: `req-${i}` }),
       ),
     );
     expect(claims.filter((claim) => claim.status === 'fulfilled')).toHaveLength(1);
@@ -57,7 +57,7 @@ describe('claimInstance', () => {
 
   it('passes again for the request that holds the claim (a retried activity), and sets image_base_image_ref', async () => {
     const uuid = await activeInstance();
-    const claim = { instanceUuid: uuid, action: 'shelve', taskState: 'shelving', requestId: 'req-a' } as const;
+    const claim = { instanceUuid: uuid, action: 'shelve', requestId: 'req-a' } as const;
     await database.claimInstance(claim);
     const again = await database.claimInstance(claim);
     expect(again.taskState).toBe('shelving');
@@ -71,7 +71,6 @@ describe('claimInstance', () => {
       database.claimInstance({
         instanceUuid: uuid,
         action: 'shelveOffload',
-        taskState: 'shelving_offloading',
         requestId: 'r',
       }),
     ).rejects.toMatchObject({
@@ -85,7 +84,7 @@ describe('claimInstance', () => {
     const unknown = randomUUID();
     for (const id of [unknown, '../../etc/passwd']) {
       await expect(
-        database.claimInstance({ instanceUuid: id, action: 'shelve', taskState: 'shelving', requestId: 'r' }),
+        database.claimInstance({ instanceUuid: id, action: 'shelve', requestId: 'r' }),
       ).rejects.toMatchObject({ type: 'InstanceNotFound', message: `Instance ${id} could not be found.` });
     }
   });
@@ -94,7 +93,7 @@ describe('claimInstance', () => {
 describe('saveInstance', () => {
   it('refuses a request that does not hold the instance', async () => {
     const uuid = await activeInstance();
-    await database.claimInstance({ instanceUuid: uuid, action: 'shelve', taskState: 'shelving', requestId: 'owner' });
+    await database.claimInstance({ instanceUuid: uuid, action: 'shelve', requestId: 'owner' });
     await expect(
       database.saveInstance({
         instanceUuid: uuid,
