@@ -1,6 +1,7 @@
 // Activities of a compute host: its libvirt domains and the disks under its instances path.
 // They run only on that host's worker (task queue compute@<host>). Each one is idempotent: a
 // retry after a crash finds its own half-done work and finishes it.
+import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -21,6 +22,10 @@ import {
 import { bytesMoved } from '../lib/metrics.js';
 import { type Instance, isUuid, PowerState, rootVolume } from '../lib/nova.js';
 import * as qemuImg from '../lib/qemu-img.js';
+import { planSnapshot } from '../lib/snapshot-method.js';
+
+/** Disk I/O in large pieces: with the default 64 KiB, Node's streams move images at half the speed. */
+const STREAM_BUFFER = 8 * 1024 * 1024;
 
 /** What the CLI and the Web UI read from an activity's heartbeat. */
 export interface Progress {
@@ -102,11 +107,28 @@ export function rootDiskFile(compute: Config['compute'], instance: Pick<Instance
 }
 
 export function createComputeActivities(config: Config['compute'], libvirt: LibvirtConnection, glance: GlanceClient) {
+  /**
+   * A full disk does not empty itself: retrying would keep the instance waiting for space that
+   * may never come, so the action fails at once and rolls back.
+   */
+  const failWhenDiskFull =
+    (what: string) =>
+    (error: unknown): never => {
+      if (error instanceof Error && /No space left on device|ENOSPC/.test(`${error.message} ${String(error.cause)}`)) {
+        throw ApplicationFailure.create({
+          type: 'HostDiskFull',
+          message: `Host ${config.host} has no space left in ${config.instancesPath} for ${what}.`,
+          nonRetryable: true,
+          cause: error,
+        });
+      }
+      throw error;
+    };
   const instanceDir = (instanceUuid: string) => instanceDirectory(config.instancesPath, instanceUuid);
   const diskPath = (instanceUuid: string) => rootDiskPath(config.instancesPath, instanceUuid);
 
-  /** Streams an image from Glance into `file`, refusing it when its hash is not Glance's. */
-  async function download(owner: Instance, imageId: string, file: string): Promise<void> {
+  /** Streams an image from Glance into `file` through `partial`, refusing it when its hash is not Glance's. */
+  async function download(owner: Instance, imageId: string, file: string, partial = `${file}.part`): Promise<void> {
     const image = await glance.getImage(owner, imageId);
     if (!image) {
       throw ApplicationFailure.create({
@@ -116,15 +138,17 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
       });
     }
     const digest = new ImageDigest(progressReporter('download', image.size ?? undefined));
-    const partial = `${file}.part`;
     const { cancellationSignal } = Context.current();
     await pipeline(
       await glance.downloadImageData(owner, imageId, cancellationSignal),
       digest,
-      createWriteStream(partial),
+      createWriteStream(partial, { highWaterMark: STREAM_BUFFER }),
       { signal: cancellationSignal },
-    );
-    const { osHashValue, bytes } = digest.result();
+    ).catch(async (error: unknown) => {
+      await rm(partial, { force: true });
+      return failWhenDiskFull(`image ${imageId}`)(error);
+    });
+    const { osHashValue, bytes } = await digest.result();
     if (image.os_hash_value && image.os_hash_value !== osHashValue) {
       await rm(partial, { force: true });
       throw ApplicationFailure.create({
@@ -137,12 +161,13 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
     bytesMoved.inc({ direction: 'download' }, bytes);
   }
 
-  /** Starts the instance's defined domain, if it is not running already. */
   /** The boot image in this host's cache, downloaded the first time. */
   async function cachedImage(owner: Instance, imageId: string): Promise<{ path: string } & qemuImg.ImageInfo> {
     const base = path.join(config.instancesPath, '_base', checkedId('image', imageId));
     await mkdir(path.dirname(base), { recursive: true });
-    await stat(base).catch(() => download(owner, imageId, base));
+    // Spawns of one image on one host may race to cache it: each downloads into a file of its
+    // own, and the atomic rename leaves a whole image either way.
+    await stat(base).catch(() => download(owner, imageId, base, `${base}.${randomUUID()}.part`));
     return { path: base, ...(await qemuImg.imageInfo(base)) };
   }
 
@@ -171,7 +196,10 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
         });
       }
       const base = await cachedImage(instance, root.imageId);
-      await heartbeating('creating volume', qemuImg.convert(base.path, `${file}.part`, 'qcow2'));
+      await heartbeating(
+        'creating volume',
+        qemuImg.convert(base.path, `${file}.part`, 'qcow2', { signal: Context.current().cancellationSignal }),
+      );
       await qemuImg.resize(`${file}.part`, Math.max(root.sizeGb * 1024 ** 3, base.virtualSize));
       await rename(`${file}.part`, file);
       await refreshStoragePool(config.libvirtUri, config.volumePool.name);
@@ -242,20 +270,46 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
     },
 
     /**
-     * Copies the powered-off instance's root disk into a standalone qcow2 and streams it into the
-     * queued Glance image, checking that Glance stored exactly what was sent.
+     * Streams the powered-off instance's root disk into the queued Glance image, in the form
+     * planSnapshot picks for this disk, checking that Glance stored exactly what was sent.
      */
     async snapshotInstance({ instance, imageId }: { instance: Instance; imageId: string }): Promise<{ size: number }> {
       const existing = await glance.getImage(instance, imageId);
       if (existing?.status === 'active') return { size: existing.size ?? 0 };
+      if (existing && existing.status !== 'queued') {
+        // Glance stopped in the middle of an upload keeps the image 'saving' for good, and
+        // refuses any other upload into it: only a new image will do.
+        throw ApplicationFailure.create({
+          type: 'ImageUploadInterrupted',
+          message: `Glance image ${imageId} is ${existing.status} after an interrupted upload and takes no new data.`,
+          nonRetryable: true,
+        });
+      }
+      const disk = diskPath(instance.uuid);
+      const plan = await planSnapshot(disk);
+      log.info('snapshot method chosen', {
+        instanceUuid: instance.uuid,
+        method: plan.method,
+        sampledRatio: Number(plan.sampledRatio.toFixed(3)),
+        chain: plan.chain.map((image) => image.file),
+      });
       const snapshot = path.join(instanceDir(instance.uuid), `snapshot-${checkedId('image', imageId)}.qcow2`);
+      const { cancellationSignal } = Context.current();
       try {
-        await heartbeating('extracting disk', qemuImg.convert(diskPath(instance.uuid), snapshot, 'qcow2'));
-        const { size } = await stat(snapshot);
+        if (plan.method !== 'as-is') {
+          const zstd = plan.method === 'flatten-zstd';
+          const step = zstd ? 'compressing disk' : 'extracting disk';
+          await heartbeating(
+            step,
+            qemuImg.convert(disk, snapshot, 'qcow2', { zstd, signal: cancellationSignal }),
+          ).catch(failWhenDiskFull(`the snapshot of instance ${instance.uuid}`));
+        }
+        const source = plan.method === 'as-is' ? disk : snapshot;
+        const { size } = await stat(source);
         const digest = new ImageDigest(progressReporter('upload', size));
-        const data = createReadStream(snapshot).pipe(digest);
-        await glance.uploadImageData(instance, imageId, data, size, Context.current().cancellationSignal);
-        const sent = digest.result();
+        const data = createReadStream(source, { highWaterMark: STREAM_BUFFER }).pipe(digest);
+        await glance.uploadImageData(instance, imageId, data, size, cancellationSignal);
+        const sent = await digest.result();
         const stored = await glance.getImage(instance, imageId);
         if (stored?.status !== 'active' || stored.os_hash_value !== sent.osHashValue) {
           throw ApplicationFailure.create({
@@ -264,7 +318,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
           });
         }
         bytesMoved.inc({ direction: 'upload' }, size);
-        log.info('snapshot uploaded', { instanceUuid: instance.uuid, imageId, bytes: size });
+        log.info('snapshot uploaded', { instanceUuid: instance.uuid, imageId, method: plan.method, bytes: size });
         return { size };
       } finally {
         await rm(snapshot, { force: true });

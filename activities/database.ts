@@ -119,42 +119,52 @@ function instanceFromRow(
   };
 }
 
-async function portsOf(db: Pool | PoolClient, instanceUuid: string): Promise<Port[]> {
+/**
+ * Rows of `table` for these instances, grouped by instance, in the order `orderBy` gives. The
+ * table and the order are names of this module's own choosing, never input; the values are parameters.
+ */
+async function rowsByInstance(
+  db: Pool | PoolClient,
+  table: 'ports' | 'block_device_mappings' | 'instance_system_metadata',
+  orderBy: string,
+  instanceUuids: string[],
+): Promise<Map<string, QueryResultRow[]>> {
   const { rows } = await db.query(
-    'SELECT id, network, mac_address, binding_host FROM ports WHERE instance_uuid = $1 ORDER BY created_at, id',
-    [instanceUuid],
+    `SELECT * FROM ${table} WHERE instance_uuid = ANY($1::uuid[]) ORDER BY instance_uuid, ${orderBy}`,
+    [instanceUuids],
   );
-  return rows.map((row) => ({
-    id: row.id,
-    network: row.network,
-    macAddress: row.mac_address,
-    bindingHost: row.binding_host,
-  }));
+  const grouped = new Map<string, QueryResultRow[]>();
+  for (const row of rows) grouped.set(row.instance_uuid, [...(grouped.get(row.instance_uuid) ?? []), row]);
+  return grouped;
 }
 
-async function blockDeviceMappingsOf(db: Pool | PoolClient, instanceUuid: string): Promise<BlockDeviceMapping[]> {
-  const { rows } = await db.query(
-    `SELECT boot_index, source_type, destination_type, image_id, volume_id, volume_size_gb, device_name
-     FROM block_device_mappings WHERE instance_uuid = $1 ORDER BY boot_index NULLS LAST, device_name`,
-    [instanceUuid],
+/** Whole instances from their rows: three more queries, however many instances. */
+async function instancesFromRows(db: Pool | PoolClient, rows: QueryResultRow[]): Promise<Instance[]> {
+  const uuids = rows.map((row) => row.uuid as string);
+  const metadata = await rowsByInstance(db, 'instance_system_metadata', 'key', uuids);
+  const mappings = await rowsByInstance(db, 'block_device_mappings', 'boot_index NULLS LAST, device_name', uuids);
+  const ports = await rowsByInstance(db, 'ports', 'created_at, id', uuids);
+  return rows.map((row) =>
+    instanceFromRow(
+      row,
+      Object.fromEntries((metadata.get(row.uuid) ?? []).map((entry) => [entry.key, entry.value])),
+      (mappings.get(row.uuid) ?? []).map((mapping) => ({
+        bootIndex: mapping.boot_index,
+        sourceType: mapping.source_type,
+        destinationType: mapping.destination_type,
+        imageId: mapping.image_id,
+        volumeId: mapping.volume_id,
+        volumeSizeGb: mapping.volume_size_gb,
+        deviceName: mapping.device_name,
+      })),
+      (ports.get(row.uuid) ?? []).map((port) => ({
+        id: port.id,
+        network: port.network,
+        macAddress: port.mac_address,
+        bindingHost: port.binding_host,
+      })),
+    ),
   );
-  return rows.map((row) => ({
-    bootIndex: row.boot_index,
-    sourceType: row.source_type,
-    destinationType: row.destination_type,
-    imageId: row.image_id,
-    volumeId: row.volume_id,
-    volumeSizeGb: row.volume_size_gb,
-    deviceName: row.device_name,
-  }));
-}
-
-async function systemMetadataOf(db: Pool | PoolClient, instanceUuid: string): Promise<Record<string, string>> {
-  const { rows } = await db.query<{ key: string; value: string }>(
-    'SELECT key, value FROM instance_system_metadata WHERE instance_uuid = $1',
-    [instanceUuid],
-  );
-  return Object.fromEntries(rows.map((row) => [row.key, row.value]));
 }
 
 function instanceNotFound(instanceUuid: string): ApplicationFailure {
@@ -169,12 +179,16 @@ export async function getInstance(db: Pool | PoolClient, instanceUuid: string): 
   if (!isUuid(instanceUuid)) throw instanceNotFound(instanceUuid);
   const { rows } = await db.query('SELECT * FROM instances WHERE uuid = $1', [instanceUuid]);
   if (rows.length === 0) throw instanceNotFound(instanceUuid);
-  return instanceFromRow(
-    rows[0]!,
-    await systemMetadataOf(db, instanceUuid),
-    await blockDeviceMappingsOf(db, instanceUuid),
-    await portsOf(db, instanceUuid),
+  return (await instancesFromRows(db, rows))[0]!;
+}
+
+/** The instances of a project, or of all projects when `projectId` is null, newest first. */
+export async function listInstances(db: Pool | PoolClient, projectId: string | null): Promise<Instance[]> {
+  const { rows } = await db.query(
+    'SELECT * FROM instances WHERE ($1::text IS NULL OR project_id = $1) ORDER BY created_at DESC, uuid',
+    [projectId],
   );
+  return instancesFromRows(db, rows);
 }
 
 async function inTransaction<T>(pool: Pool, work: (client: PoolClient) => Promise<T>): Promise<T> {
@@ -339,10 +353,20 @@ export function createDatabaseActivities(pool: Pool) {
     },
 
     /** After a failed action: task_state := null, if this request still holds the instance. */
-    async releaseInstance({ instanceUuid, requestId }: { instanceUuid: string; requestId: string }): Promise<void> {
+    async releaseInstance({
+      instanceUuid,
+      requestId,
+      powerState,
+    }: {
+      instanceUuid: string;
+      requestId: string;
+      /** The power_state the instance is left in, when the action changed it back. */
+      powerState?: PowerState;
+    }): Promise<void> {
       await pool.query(
-        'UPDATE instances SET task_state = NULL, updated_at = now() WHERE uuid = $1 AND task_request_id = $2',
-        [instanceUuid, requestId],
+        `UPDATE instances SET task_state = NULL, power_state = COALESCE($3, power_state), updated_at = now()
+          WHERE uuid = $1 AND task_request_id = $2`,
+        [instanceUuid, requestId, powerState ?? null],
       );
     },
 

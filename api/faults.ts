@@ -1,7 +1,7 @@
 // Errors in Nova's shape: {"<fault name>": {"code": …, "message": …}}.
-export type FaultCode = 400 | 401 | 403 | 404 | 406 | 409 | 413 | 500;
+export type FaultCode = 400 | 401 | 403 | 404 | 406 | 409 | 413 | 500 | 503;
 
-const FAULT_NAMES: Record<FaultCode, string> = {
+export const FAULT_NAMES: Record<FaultCode, string> = {
   400: 'badRequest',
   401: 'unauthorized',
   403: 'forbidden',
@@ -10,6 +10,7 @@ const FAULT_NAMES: Record<FaultCode, string> = {
   409: 'conflictingRequest',
   413: 'overLimit',
   500: 'computeFault',
+  503: 'serviceUnavailable',
 };
 
 export class ApiFault extends Error {

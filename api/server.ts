@@ -7,7 +7,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
 import { listInstanceActions } from '../activities/action-log.js';
-import { createDatabaseActivities, getInstance } from '../activities/database.js';
+import { createDatabaseActivities, getInstance, listInstances } from '../activities/database.js';
 import { startAction } from '../lib/actions.js';
 import type { Config } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
@@ -25,7 +25,7 @@ import {
 } from '../lib/nova.js';
 import { targetZone } from '../lib/scheduler.js';
 import { serverCreateRequest, unshelveRequest } from './action-bodies.js';
-import { noauthContext, type RequestContext } from './context.js';
+import { authenticator, type RequestContext } from './context.js';
 import { ApiFault, FAULT_CODE_OF_FAILURE } from './faults.js';
 import { format, MAX_VERSION, MIN_VERSION, type Microversion, requestedMicroversion } from './microversions.js';
 import { actionView, serverView } from './views.js';
@@ -49,9 +49,20 @@ function faultOf(failure: ApplicationFailure): ApiFault | null {
 }
 
 export function buildApi({ config, pool, client }: ApiDependencies): FastifyInstance {
-  const app = Fastify({ bodyLimit: BODY_LIMIT, logger: false, genReqId: () => `req-${randomUUID()}` });
+  const app = Fastify({
+    bodyLimit: BODY_LIMIT,
+    logger: false,
+    genReqId: () => `req-${randomUUID()}`,
+    // An id of any length is looked up and not found (404), as in Nova, rather than refused by the router.
+    maxParamLength: 8192,
+    // Errors of Fastify's own, before any route runs (a malformed URL, say), in Nova's shape too.
+    frameworkErrors: (error, _request, reply) => {
+      (reply as FastifyReply).code(400).send(new ApiFault(400, `Malformed request: ${error.message}`).body());
+    },
+  });
   const database = createDatabaseActivities(pool);
   const glance = new GlanceClient(config.glance);
+  const authenticate = authenticator(config.auth);
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-openstack-request-id', request.id).header('x-compute-request-id', request.id);
@@ -78,14 +89,17 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
   const baseUrl = (request: FastifyRequest) => `${request.protocol}://${request.host}`;
 
   /** Authenticates, reads the microversion, and answers with it as Nova does. */
-  function begin(request: FastifyRequest, reply: FastifyReply): { context: RequestContext; version: Microversion } {
+  async function begin(
+    request: FastifyRequest,
+    reply: FastifyReply,
+  ): Promise<{ context: RequestContext; version: Microversion }> {
     const version = requestedMicroversion(request.headers);
     reply
       .header('openstack-api-version', `compute ${format(version)}`)
       .header('x-openstack-nova-api-version', format(version))
       .header('vary', 'OpenStack-API-Version, X-OpenStack-Nova-API-Version');
     const token = request.headers['x-auth-token'];
-    return { context: noauthContext(typeof token === 'string' ? token : undefined), version };
+    return { context: await authenticate(typeof token === 'string' ? token : undefined), version };
   }
 
   /** The server, if it exists and the caller may see it: another project's server is a 404. */
@@ -113,25 +127,21 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
 
   // Admins only: the metrics name hosts and volumes of work.
   app.get('/metrics', async (request, reply) => {
-    const { context } = begin(request, reply);
+    const { context } = await begin(request, reply);
     if (!context.isAdmin) throw forbidden('metrics');
     reply.header('content-type', registry.contentType);
     return registry.metrics();
   });
 
   app.get<{ Params: { id: string } }>('/v2.1/servers/:id', async (request, reply) => {
-    const { context } = begin(request, reply);
+    const { context } = await begin(request, reply);
     return { server: serverView(await visibleServer(context, request.params.id), context, baseUrl(request)) };
   });
 
   async function listServers(request: FastifyRequest<{ Querystring: { all_tenants?: string } }>, reply: FastifyReply) {
-    const { context } = begin(request, reply);
+    const { context } = await begin(request, reply);
     const allProjects = context.isAdmin && request.query.all_tenants !== undefined;
-    const { rows } = await pool.query<{ uuid: string }>(
-      'SELECT uuid FROM instances WHERE ($1 OR project_id = $2) ORDER BY created_at DESC, uuid',
-      [allProjects, context.projectId],
-    );
-    return { context, instances: await Promise.all(rows.map((row) => getInstance(pool, row.uuid))) };
+    return { context, instances: await listInstances(pool, allProjects ? null : context.projectId) };
   }
   app.get<{ Querystring: { all_tenants?: string } }>('/v2.1/servers/detail', async (request, reply) => {
     const { context, instances } = await listServers(request, reply);
@@ -146,7 +156,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
   }));
 
   app.get<{ Params: { id: string } }>('/v2.1/servers/:id/os-instance-actions', async (request, reply) => {
-    const { context } = begin(request, reply);
+    const { context } = await begin(request, reply);
     const instance = await visibleServer(context, request.params.id);
     const actions = await listInstanceActions(pool, instance.uuid);
     return { instanceActions: actions.map((action) => actionView(action, context, false)) };
@@ -155,7 +165,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
   app.get<{ Params: { id: string; requestId: string } }>(
     '/v2.1/servers/:id/os-instance-actions/:requestId',
     async (request, reply) => {
-      const { context } = begin(request, reply);
+      const { context } = await begin(request, reply);
       const instance = await visibleServer(context, request.params.id);
       const action = (await listInstanceActions(pool, instance.uuid)).find(
         (candidate) => candidate.requestId === request.params.requestId,
@@ -178,15 +188,15 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
     links: [{ rel: 'self', href: `${baseUrl(request)}/v2.1/flavors/${flavor.flavorid}` }],
   });
   app.get('/v2.1/flavors', async (request, reply) => {
-    begin(request, reply);
+    await begin(request, reply);
     return { flavors: FLAVORS.map((flavor) => ({ id: flavor.flavorid, name: flavor.name })) };
   });
   app.get('/v2.1/flavors/detail', async (request, reply) => {
-    begin(request, reply);
+    await begin(request, reply);
     return { flavors: FLAVORS.map((flavor) => flavorView(flavor, request)) };
   });
   app.get<{ Params: { id: string } }>('/v2.1/flavors/:id', async (request, reply) => {
-    begin(request, reply);
+    await begin(request, reply);
     const flavor = FLAVORS.find((candidate) => candidate.flavorid === request.params.id);
     if (!flavor) throw new ApiFault(404, `Flavor ${request.params.id} could not be found.`);
     return { flavor: flavorView(flavor, request) };
@@ -197,19 +207,19 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
   const visibleTo = (context: RequestContext, image: GlanceImage) =>
     context.isAdmin || image.owner === context.projectId || ['public', 'community'].includes(image.visibility);
   app.get<{ Params: { id: string } }>('/v2.1/images/:id', async (request, reply) => {
-    const { context } = begin(request, reply);
+    const { context } = await begin(request, reply);
     const image = isUuid(request.params.id) ? await glance.getImage(context, request.params.id) : null;
     if (!image || !visibleTo(context, image)) throw new ApiFault(404, `Image ${request.params.id} could not be found.`);
     return image;
   });
   app.get<{ Querystring: { name?: string } }>('/v2.1/images', async (request, reply) => {
-    const { context } = begin(request, reply);
+    const { context } = await begin(request, reply);
     const images = await glance.listImages(context, { name: request.query.name });
     return { images: images.filter((image) => visibleTo(context, image)) };
   });
 
   app.post<{ Body: unknown }>('/v2.1/servers', async (request, reply) => {
-    const { context } = begin(request, reply);
+    const { context } = await begin(request, reply);
     const server = serverCreateRequest(request.body);
     const flavor = findFlavor(server.flavorRef);
     if (!flavor) throw new ApiFault(400, `Flavor ${server.flavorRef} could not be found.`);
@@ -256,7 +266,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
   });
 
   app.post<{ Params: { id: string }; Body: unknown }>('/v2.1/servers/:id/action', async (request, reply) => {
-    const { context, version } = begin(request, reply);
+    const { context, version } = await begin(request, reply);
     const body = request.body;
     if (typeof body !== 'object' || body === null || Array.isArray(body) || Object.keys(body).length !== 1) {
       throw new ApiFault(400, 'Malformed request body: expected an object with exactly one action.');

@@ -72,6 +72,7 @@ async function follow(options: GlobalOptions, id: string, action: 'shelve' | 'sh
     let bar: SingleBar | undefined;
     let barStarted = 0;
     let lastLine = '';
+    let lastStep: string | undefined;
     while (!finished) {
       const server = await getServer(options, id);
       const progress = await currentProgress(handle).catch(() => undefined);
@@ -97,10 +98,15 @@ async function follow(options: GlobalOptions, id: string, action: 'shelve' | 'sh
             totalMiB: (progress.bytesTotal / MiB).toFixed(1),
             rate: (progress.bytesDone / MiB / seconds).toFixed(1),
           });
-        } else if (bar?.isActive) {
-          bar.stop();
-          bar = undefined;
+        } else {
+          if (bar?.isActive) {
+            bar.stop();
+            bar = undefined;
+          }
+          // A step without byte counts, such as waiting for a compute host's worker.
+          if (progress && progress.step !== lastStep) console.log(`  ${progress.step}`);
         }
+        lastStep = progress?.bytesTotal ? lastStep : progress?.step;
       }
       await Promise.race([result.catch(() => undefined), sleep(300)]);
     }

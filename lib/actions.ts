@@ -1,14 +1,14 @@
 // Starting an action's workflow from a client (demo, tests, later the API and CLI), and watching
 // the instance change while it runs.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Client, type WorkflowHandle } from '@temporalio/client';
+import { type Client, decodePendingActivityState, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { Pool } from 'pg';
 import { getInstance } from '../activities/database.js';
 import type { Progress } from '../activities/compute.js';
 import type { Config } from './config.js';
 import type { Instance } from './nova.js';
-import { workflowId } from './temporal.js';
+import { ComputeHost, workflowId } from './temporal.js';
 import type { buildInstance, shelveInstance, shelveOffloadInstance, unshelveInstance } from '../workflows/index.js';
 
 const WORKFLOWS = {
@@ -40,12 +40,27 @@ export function startAction<A extends Action>(
   });
 }
 
-/** The progress a running activity last reported in its heartbeat, if any. */
+/** How long a step may sit unclaimed before it is reported as waiting for its worker. */
+const UNCLAIMED_AFTER_MS = 1000;
+
+/**
+ * The progress of the action's current step: what a running activity last reported in its
+ * heartbeat, or, for a step no worker has taken yet, that it waits for the compute host's worker
+ * (which COMPUTE_HOST_TIMEOUT bounds).
+ */
 export async function currentProgress(handle: WorkflowHandle): Promise<Progress | undefined> {
-  const { raw } = await handle.describe();
-  for (const activity of raw.pendingActivities ?? []) {
+  const description = await handle.describe();
+  for (const activity of description.raw.pendingActivities ?? []) {
     const payload = activity.heartbeatDetails?.payloads?.[0];
     if (payload) return defaultPayloadConverter.fromPayload<Progress>(payload);
+    const scheduled = activity.scheduledTime ? Number(activity.scheduledTime.seconds) * 1000 : Date.now();
+    if (decodePendingActivityState(activity.state) === 'SCHEDULED' && Date.now() - scheduled > UNCLAIMED_AFTER_MS) {
+      const host = description.typedSearchAttributes.get(ComputeHost);
+      const seconds = Math.round((Date.now() - scheduled) / 1000);
+      return {
+        step: `waiting ${seconds}s for ${host ? `compute host ${host}` : 'a worker'} to take ${activity.activityType?.name ?? 'the step'}`,
+      };
+    }
   }
   return undefined;
 }

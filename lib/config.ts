@@ -18,6 +18,11 @@ export interface Config {
   databaseUrl: string;
   /** Where the HTTP API listens (Nova's compute API port by default). */
   api: { host: string; port: number };
+  /**
+   * How the API knows who is asking (Nova's [api] auth_strategy): noauth2 trusts "user:project"
+   * tokens, so it serves loopback only; keystone validates tokens with Keystone's v3 endpoint.
+   */
+  auth: { strategy: 'noauth2' } | { strategy: 'keystone'; keystoneUrl: string };
   glance: {
     url: string;
     /** A Keystone token for a Keystone-protected Glance; without one, Glance must run no-auth. */
@@ -87,6 +92,19 @@ function virtType(env: NodeJS.ProcessEnv): 'kvm' | 'qemu' {
   return raw;
 }
 
+function auth(env: NodeJS.ProcessEnv): Config['auth'] {
+  const strategy = env.AUTH_STRATEGY || 'noauth2';
+  if (strategy === 'noauth2') return { strategy };
+  if (strategy !== 'keystone') throw new Error(`AUTH_STRATEGY must be noauth2 or keystone, got '${strategy}'`);
+  const raw = env.KEYSTONE_URL;
+  if (!raw) throw new Error('AUTH_STRATEGY=keystone needs KEYSTONE_URL, e.g. http://127.0.0.1:5000/v3');
+  const keystoneUrl = raw.replace(/\/+$/, '');
+  if (!URL.canParse(keystoneUrl) || !/^https?:$/.test(new URL(keystoneUrl).protocol) || !keystoneUrl.endsWith('/v3')) {
+    throw new Error(`KEYSTONE_URL must be Keystone's v3 endpoint, e.g. http://127.0.0.1:5000/v3, got '${raw}'`);
+  }
+  return { strategy, keystoneUrl };
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     temporal: {
@@ -96,6 +114,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     databaseUrl: env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/vm_shelve',
     api: { host: env.API_HOST ?? '127.0.0.1', port: integer(env, 'API_PORT', 8774, 0) },
+    auth: auth(env),
     glance: {
       url: (env.GLANCE_URL ?? 'http://127.0.0.1:9292').replace(/\/+$/, ''),
       authToken: env.GLANCE_AUTH_TOKEN || undefined,

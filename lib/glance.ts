@@ -1,6 +1,6 @@
 // OpenStack Glance v2 (images): the calls a shelve and an unshelve need, nothing more.
-import { createHash, type Hash } from 'node:crypto';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Worker } from 'node:worker_threads';
 import { ApplicationFailure } from '@temporalio/common';
 import axios, { type AxiosInstance, isAxiosError } from 'axios';
 import type { Config } from './config.js';
@@ -40,27 +40,83 @@ export interface RequestContext {
   userId: string;
 }
 
-/** Counts and hashes the bytes passing through, as Glance does (md5 checksum and sha512 os_hash). */
+// sha512 in a thread of its own: hashing costs about as much CPU as moving the bytes, and on
+// the stream's own thread it would slow every upload and download by that much.
+const HASHER = `
+const { parentPort } = require('node:worker_threads');
+const hash = require('node:crypto').createHash('sha512');
+parentPort.on('message', (chunk) => {
+  if (chunk === null) parentPort.postMessage(hash.digest('hex'));
+  else {
+    hash.update(chunk);
+    parentPort.postMessage(chunk.byteLength);
+  }
+});`;
+/** Bytes handed to the hashing thread and not hashed yet, past which the stream waits for it. */
+const MAX_UNHASHED = 32 * 1024 * 1024;
+
+/**
+ * Counts and hashes the bytes passing through with sha512, as Glance does for its os_hash_value:
+ * what is compared with Glance's record on upload and download. (Glance's md5 `checksum` would
+ * cost as much again for nothing.)
+ */
 export class ImageDigest extends Transform {
   bytes = 0;
-  private readonly md5: Hash = createHash('md5');
-  private readonly sha512: Hash = createHash('sha512');
+  private unhashed = 0;
+  // Without the parent's flags: a loader such as tsx has nothing to do in this thread.
+  private readonly hasher = new Worker(HASHER, { eval: true, execArgv: [] });
+  private readonly osHashValue: Promise<string>;
+  private waiting: (() => void) | undefined;
+  private digestRequested = false;
 
   constructor(private readonly onProgress: (bytes: number) => void = () => undefined) {
-    super();
+    super({ highWaterMark: 4 * 1024 * 1024 });
+    this.osHashValue = new Promise((resolve, reject) => {
+      this.hasher.on('message', (message: number | string) => {
+        if (typeof message === 'string') resolve(message);
+        else this.unhashed -= message;
+        if (this.waiting && (typeof message === 'string' || this.unhashed <= MAX_UNHASHED)) {
+          const resume = this.waiting;
+          this.waiting = undefined;
+          resume();
+        }
+      });
+      this.hasher.on('error', (error) => {
+        reject(error);
+        this.destroy(error);
+      });
+    });
+    this.osHashValue.catch(() => undefined);
+    // The thread ends with the digest (result()), or with a stream that failed.
+    this.once('close', () => {
+      if (this.errored) void this.hasher.terminate();
+    });
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.bytes += chunk.length;
-    this.md5.update(chunk);
-    this.sha512.update(chunk);
+    this.unhashed += chunk.length;
+    // A copy: the chunk itself goes on down the stream.
+    this.hasher.postMessage(new Uint8Array(chunk));
     this.onProgress(this.bytes);
-    callback(null, chunk);
+    this.push(chunk);
+    if (this.unhashed > MAX_UNHASHED) this.waiting = () => callback();
+    else callback();
   }
 
-  /** Call once the stream has ended. */
-  result(): { checksum: string; osHashValue: string; bytes: number } {
-    return { checksum: this.md5.digest('hex'), osHashValue: this.sha512.digest('hex'), bytes: this.bytes };
+  /**
+   * The bytes and their sha512, once the stream has passed them all. Asked for then, not at the
+   * stream's end: a reader that takes only Content-Length bytes (an HTTP upload) may never read
+   * the end of the stream.
+   */
+  async result(): Promise<{ osHashValue: string; bytes: number }> {
+    if (!this.digestRequested) {
+      this.digestRequested = true;
+      this.hasher.postMessage(null);
+    }
+    const osHashValue = await this.osHashValue;
+    void this.hasher.terminate();
+    return { osHashValue, bytes: this.bytes };
   }
 }
 
@@ -105,6 +161,9 @@ export class GlanceClient {
       maxBodyLength: Infinity,
       maxContentLength: Infinity,
       timeout: 0,
+      // Glance does not redirect. Following redirects would keep every byte of an upload in
+      // memory, to send it again after one (follow-redirects): a whole disk image.
+      maxRedirects: 0,
     });
   }
 

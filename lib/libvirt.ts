@@ -137,13 +137,26 @@ export function isDomainNotFound(error: unknown): boolean {
   return error instanceof LibvirtError && /domain not found/i.test(error.message);
 }
 
-/** One connection to a hypervisor, opened lazily and reopened after a failure. */
+/** One connection to a hypervisor, opened lazily and reopened after a failure or a libvirtd restart. */
 export class LibvirtConnection {
   private hypervisor: Promise<Hypervisor> | undefined;
 
   constructor(private readonly uri: string) {}
 
   async open(): Promise<Hypervisor> {
+    const current = this.hypervisor;
+    if (current) {
+      // After libvirtd restarts, an open connection's socket stays closed for good: check it is
+      // alive (one local round trip) and open a new one when it is not.
+      const alive = await current
+        .then((hypervisor) => hypervisor.connectGetHostname())
+        .then(
+          () => true,
+          () => false,
+        );
+      if (alive) return current;
+      if (this.hypervisor === current) this.hypervisor = undefined;
+    }
     this.hypervisor ??= (async () => {
       const hypervisor = new Hypervisor({ uri: this.uri });
       await hypervisor.connectOpen();

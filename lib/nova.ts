@@ -154,7 +154,10 @@ export function shelvedAtTimestamp(date: Date): string {
 
 /** Name of the snapshot image a shelve creates. */
 export function shelvedImageName(instance: Pick<Instance, 'displayName'>): string {
-  return `${instance.displayName}-shelved`;
+  // Glance takes names of up to 255 characters, as Nova takes server names: the longest server
+  // names give up their end, not their shelve.
+  const suffix = '-shelved';
+  return `${[...instance.displayName].slice(0, 255 - suffix.length).join('')}${suffix}`;
 }
 
 // system_metadata image_* keys that are not inherited by a snapshot (spec §2.3).

@@ -1,4 +1,5 @@
-// qemu-img, always through an argument list (never a shell string).
+// qemu-img, always through an argument list (never a shell string). A run given an AbortSignal
+// is killed when it fires, so a cancelled activity leaves no qemu-img behind.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
@@ -11,9 +12,23 @@ export interface ImageInfo {
   backingFile: string | null;
 }
 
-async function qemuImg(args: string[]): Promise<string> {
+/** One image of a backing chain, the top one first. */
+export interface ChainImage extends ImageInfo {
+  file: string;
+}
+
+interface QemuImgInfo {
+  filename: string;
+  format: string;
+  'virtual-size': number;
+  'actual-size': number;
+  'backing-filename'?: string;
+  'full-backing-filename'?: string;
+}
+
+async function qemuImg(args: string[], signal?: AbortSignal): Promise<string> {
   try {
-    const { stdout } = await run('qemu-img', args, { maxBuffer: 16 * 1024 * 1024 });
+    const { stdout } = await run('qemu-img', args, { maxBuffer: 16 * 1024 * 1024, signal });
     return stdout;
   } catch (error) {
     const stderr = (error as { stderr?: string }).stderr?.trim();
@@ -21,20 +36,24 @@ async function qemuImg(args: string[]): Promise<string> {
   }
 }
 
-/** Reads an image's metadata; `shared` allows reading a disk a running domain holds open. */
-export async function imageInfo(file: string, { shared = false } = {}): Promise<ImageInfo> {
-  const info = JSON.parse(await qemuImg(['info', '--output=json', ...(shared ? ['-U'] : []), file])) as {
-    format: string;
-    'virtual-size': number;
-    'actual-size': number;
-    'backing-filename'?: string;
-  };
+function imageInfoOf(info: QemuImgInfo): ImageInfo {
   return {
     format: info.format,
     virtualSize: info['virtual-size'],
     actualSize: info['actual-size'],
-    backingFile: info['backing-filename'] ?? null,
+    backingFile: info['full-backing-filename'] ?? info['backing-filename'] ?? null,
   };
+}
+
+/** Reads an image's metadata; `shared` allows reading a disk a running domain holds open. */
+export async function imageInfo(file: string, { shared = false } = {}): Promise<ImageInfo> {
+  return imageInfoOf(JSON.parse(await qemuImg(['info', '--output=json', ...(shared ? ['-U'] : []), file])));
+}
+
+/** The image and every image under it, the image itself first. */
+export async function backingChain(file: string): Promise<ChainImage[]> {
+  const chain = JSON.parse(await qemuImg(['info', '--output=json', '--backing-chain', '-U', file])) as QemuImgInfo[];
+  return chain.map((info) => ({ file: info.filename, ...imageInfoOf(info) }));
 }
 
 /** A qcow2 overlay on `backingFile`, at least `size` bytes of virtual size. */
@@ -47,9 +66,18 @@ export async function createBlank(file: string, size: number) {
   await qemuImg(['create', '-q', '-f', 'qcow2', file, String(size)]);
 }
 
-/** Copies `source` into a standalone image (backing chain flattened) of `format`. */
-export async function convert(source: string, target: string, format: string) {
-  await qemuImg(['convert', '-q', '-O', format, source, target]);
+/**
+ * Copies `source` into a standalone image (backing chain flattened) of `format`; with `zstd`, a
+ * qcow2 whose clusters are zstd-compressed. Out-of-order writes (-W) let both cores work.
+ */
+export async function convert(
+  source: string,
+  target: string,
+  format: string,
+  { zstd = false, signal }: { zstd?: boolean; signal?: AbortSignal } = {},
+) {
+  const compression = zstd ? ['-c', '-o', 'compression_type=zstd'] : [];
+  await qemuImg(['convert', '-q', '-W', '-O', format, ...compression, source, target], signal);
 }
 
 /** Grows an image's virtual size to `size` bytes. */

@@ -9,6 +9,7 @@ TEMPORAL_CLI_VERSION=1.5.1
 TEMPORAL_PORT=${TEMPORAL_PORT:-7233}
 TEMPORAL_UI_PORT=${TEMPORAL_UI_PORT:-8233}
 GLANCE_PORT=${GLANCE_PORT:-9292}
+KEYSTONE_PORT=${KEYSTONE_PORT:-5000}
 PRIVATE_PG_PORT=${PRIVATE_PG_PORT:-5433}
 DATABASE_NAME=${DATABASE_NAME:-vm_shelve}
 
@@ -18,6 +19,7 @@ SEARCH_ATTRIBUTES=(InstanceUuid=Keyword ComputeHost=Keyword InstanceAction=Keywo
 DEBIAN_PACKAGES=(
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   qemu-system-x86 qemu-utils glance-api postgresql-client python3-openstackclient
+  python3-keystone uwsgi-plugin-python3
   chromium
   build-essential python3 curl
 )

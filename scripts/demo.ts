@@ -5,7 +5,6 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import pg from 'pg';
 import { instanceDirectory, rootDiskPath } from '../activities/compute.js';
 import { type Action, startAction, watchAction } from '../lib/actions.js';
 import { loadConfig } from '../lib/config.js';
@@ -14,6 +13,7 @@ import { LibvirtConnection } from '../lib/libvirt.js';
 import { type Instance, serverStatus } from '../lib/nova.js';
 import { sameGuestContent } from '../lib/qemu-img.js';
 import { createSampleDisk, uploadBootImage } from '../lib/sample-disk.js';
+import { createPool } from '../lib/postgres.js';
 
 const config = loadConfig();
 const started = Date.now();
@@ -32,7 +32,7 @@ function check(what: string, ok: boolean): void {
   if (!ok) process.exitCode = 1;
 }
 
-const pool = new pg.Pool({ connectionString: config.databaseUrl });
+const pool = createPool(config.databaseUrl);
 const glance = new GlanceClient(config.glance);
 const libvirt = new LibvirtConnection(config.compute.libvirtUri);
 const connection = await Connection.connect({ address: config.temporal.address });

@@ -2,7 +2,7 @@
 // It registers its host with the scheduler and reports it alive every few seconds.
 import { mkdir, statfs } from 'node:fs/promises';
 import { type NativeConnection, Worker } from '@temporalio/worker';
-import pg from 'pg';
+import type pg from 'pg';
 import { createComputeActivities } from '../activities/compute.js';
 import { reportComputeNode } from '../activities/database.js';
 import { type Config, loadConfig } from '../lib/config.js';
@@ -12,6 +12,7 @@ import { logger } from '../lib/logger.js';
 import { serveMetrics } from '../lib/metrics.js';
 import { computeTaskQueue } from '../lib/temporal.js';
 import { connectWorker, installRuntimeLogging, isMain } from './runtime.js';
+import { createPool } from '../lib/postgres.js';
 
 const REPORT_INTERVAL_MS = 10_000;
 
@@ -65,7 +66,7 @@ if (isMain(import.meta.url)) {
   installRuntimeLogging();
   const config = loadConfig();
   const metrics = serveMetrics('127.0.0.1', config.metricsPort);
-  const pool = new pg.Pool({ connectionString: config.databaseUrl });
+  const pool = createPool(config.databaseUrl);
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
   const worker = await createComputeWorker(config, await connectWorker(config), libvirt);
   const stopReporting = await registerHost(config, pool, libvirt);

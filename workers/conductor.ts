@@ -1,7 +1,7 @@
 // The conductor worker: the workflows, and the activities on PostgreSQL and Glance.
 import { fileURLToPath } from 'node:url';
 import { type NativeConnection, Worker } from '@temporalio/worker';
-import pg from 'pg';
+import type pg from 'pg';
 import { createActionLogActivities } from '../activities/action-log.js';
 import { createDatabaseActivities } from '../activities/database.js';
 import { createImageActivities } from '../activities/images.js';
@@ -11,6 +11,7 @@ import { GlanceClient } from '../lib/glance.js';
 import { logger } from '../lib/logger.js';
 import { serveMetrics } from '../lib/metrics.js';
 import { connectWorker, installRuntimeLogging, isMain } from './runtime.js';
+import { createPool } from '../lib/postgres.js';
 
 export async function createConductorWorker(config: Config, connection: NativeConnection, pool: pg.Pool) {
   return Worker.create({
@@ -18,6 +19,7 @@ export async function createConductorWorker(config: Config, connection: NativeCo
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.conductorTaskQueue,
     workflowsPath: fileURLToPath(new URL('../workflows/index.ts', import.meta.url)),
+    interceptors: { workflowModules: [fileURLToPath(new URL('../workflows/interceptors.ts', import.meta.url))] },
     activities: {
       ...createDatabaseActivities(pool),
       ...createActionLogActivities(pool),
@@ -31,7 +33,7 @@ if (isMain(import.meta.url)) {
   installRuntimeLogging();
   const config = loadConfig();
   const metrics = serveMetrics('127.0.0.1', config.metricsPort);
-  const pool = new pg.Pool({ connectionString: config.databaseUrl });
+  const pool = createPool(config.databaseUrl);
   const worker = await createConductorWorker(config, await connectWorker(config), pool);
   logger.info({ taskQueue: config.temporal.conductorTaskQueue }, 'conductor worker started');
   await worker.run();

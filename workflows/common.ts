@@ -90,6 +90,12 @@ export function reason(error: unknown): unknown {
   return error instanceof ActivityFailure && error.cause instanceof ApplicationFailure ? error.cause : error;
 }
 
+/** True when `error` is, or is an activity's failure caused by, an ApplicationFailure of `type`. */
+export function isFailure(error: unknown, type: string): boolean {
+  const failure = reason(error);
+  return failure instanceof ApplicationFailure && failure.type === type;
+}
+
 /** Claims the instance for an action; a refusal fails the workflow with its own readable reason. */
 export function claim(request: ClaimRequest): Promise<Instance> {
   return database.claimInstance(request).catch((error: unknown) => Promise.reject(reason(error)));
@@ -109,11 +115,11 @@ export function checkedSeconds(workflow: string, name: string, value: unknown, m
  * Runs an action's body; on failure runs its roll-back, then fails the workflow with the
  * activity's own failure so the reason is the first thing the Web UI and the CLI show.
  */
-export async function withRollback<T>(body: () => Promise<T>, rollback: () => Promise<void>): Promise<T> {
+export async function withRollback<T>(body: () => Promise<T>, rollback: (error: unknown) => Promise<void>): Promise<T> {
   try {
     return await body();
   } catch (error) {
-    await rollback();
+    await rollback(reason(error));
     throw reason(error);
   }
 }

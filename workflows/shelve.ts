@@ -12,6 +12,7 @@ import {
   claim,
   inAction,
   inEvent,
+  isFailure,
   step,
   tagWorkflow,
   withRollback,
@@ -53,7 +54,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
     const shelvedOffloadTime = input.shelvedOffloadTime ?? defaults.shelvedOffloadTime;
     if (rootVolume(claimed)) return shelveVolumeBacked(claimed, requestId, shutdownTimeout, compute);
     // Chosen here, so that every retry of the steps below works on this one image.
-    const imageId = uuid4();
+    let imageId = uuid4();
     const save = (expected: TaskState, changes: Parameters<typeof database.saveInstance>[0]['changes'], extra = {}) =>
       database.saveInstance({ instanceUuid, requestId, expectedTaskStates: [expected], changes, ...extra });
 
@@ -88,7 +89,19 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
             host,
             details: `uploading the root disk into image ${imageId}`,
           },
-          () => compute(host).snapshotInstance({ instance, imageId }),
+          async () => {
+            for (;;) {
+              try {
+                return await compute(host).snapshotInstance({ instance, imageId });
+              } catch (error) {
+                if (!isFailure(error, 'ImageUploadInterrupted')) throw error;
+                step(`replacing image ${imageId}, stuck after an interrupted upload`);
+                await images.deleteImage({ owner: claimed, imageId });
+                imageId = uuid4();
+                await images.createSnapshotImage({ instance, imageId });
+              }
+            }
+          },
         );
 
         step('recording the instance as shelved');
@@ -108,10 +121,10 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
           },
         );
       },
-      async () => {
+      async (error) => {
         // Unlike Nova, a failed shelve leaves no orphaned image behind.
         await images.deleteImage({ owner: claimed, imageId });
-        await database.releaseInstance({ instanceUuid, requestId });
+        await rollBack(claimed, requestId, error, compute);
       },
     );
 
@@ -151,7 +164,23 @@ async function shelveVolumeBacked(
         },
         () => compute(host!).powerOffInstance({ instanceUuid, timeout: shutdownTimeout }),
       ),
-    () => database.releaseInstance({ instanceUuid, requestId }),
+    (error) => rollBack(claimed, requestId, error, compute),
   );
   return offloadInstance(claimed, requestId, compute);
+}
+
+/**
+ * Leaves the instance of a failed shelve as the shelve found it: a guest that was running runs
+ * again (unless its host is the trouble), and the instance is free for another action.
+ */
+async function rollBack(claimed: Instance, requestId: string, error: unknown, compute: ComputeHosts): Promise<void> {
+  const { uuid: instanceUuid, host } = claimed;
+  let powerState: PowerState | undefined;
+  if (claimed.powerState === PowerState.RUNNING && host && !isFailure(error, 'ComputeHostUnavailable')) {
+    step(`the shelve failed: powering the instance on again on ${host}`);
+    powerState = await compute(host)
+      .powerOnInstance({ instanceUuid })
+      .catch(() => undefined);
+  }
+  await database.releaseInstance({ instanceUuid, requestId, powerState });
 }

@@ -1,13 +1,13 @@
 // The claim and the compare-and-swap saves, on the real PostgreSQL.
 import { randomUUID } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createDatabaseActivities, getInstance } from '../../activities/database.js';
 import { loadConfig } from '../../lib/config.js';
+import { createPool } from '../../lib/postgres.js';
 
 const config = loadConfig();
-const pool = new pg.Pool({ connectionString: config.databaseUrl });
+const pool = createPool(config.databaseUrl);
 const database = createDatabaseActivities(pool);
 
 async function activeInstance(): Promise<string> {

@@ -24,8 +24,7 @@ describe('a VM moving between two hosts through shelve-offload and unshelve', ()
   afterAll(async () => {
     if (vm) {
       await second.removeInstance(vm.instanceUuid);
-      await stack.compute.removeInstance(vm.instanceUuid);
-      await vm.deleteBootImage();
+      await vm.remove();
     }
     await stack?.stop();
   });

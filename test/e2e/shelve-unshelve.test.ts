@@ -54,10 +54,7 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
   }
 
   afterAll(async () => {
-    if (vm) {
-      await stack.compute.removeInstance(vm.instanceUuid);
-      await vm.deleteBootImage();
-    }
+    await vm?.remove();
     await stack?.stop();
   });
 

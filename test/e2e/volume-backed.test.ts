@@ -26,8 +26,7 @@ describe('shelve and unshelve of a volume-backed VM', () => {
 
   afterAll(async () => {
     if (vm) {
-      await stack.compute.removeInstance(vm.instanceUuid);
-      await vm.deleteBootImage();
+      await vm.remove();
       // The volume outlives its instance by design: the test removes its own.
       await rm(volumeFile, { force: true });
     }

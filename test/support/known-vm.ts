@@ -4,7 +4,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { rootDiskFile } from '../../activities/compute.js';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { createComputeActivities, rootDiskFile } from '../../activities/compute.js';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import type { Config } from '../../lib/config.js';
@@ -23,18 +24,30 @@ export interface KnownVm {
   reference: string;
   /** True when the instance's root disk (on that host, or its volume) shows the reference's bytes. */
   diskIsIntact(hostConfig: Config): Promise<boolean>;
-  /** Deletes its boot image from Glance. */
-  deleteBootImage(): Promise<void>;
+  /**
+   * Removes the VM from the host `hostConfig` describes (the stack's own by default): its domain,
+   * files and record, and its boot image from Glance.
+   */
+  remove(hostConfig?: Config): Promise<void>;
 }
 
 export async function buildKnownVm(
   stack: TestStack,
   host: string,
-  { bootVolume, flavor }: { bootVolume?: { sizeGb: number }; flavor?: Partial<Flavor> } = {},
+  {
+    bootVolume,
+    flavor,
+    sizeMiB,
+  }: {
+    bootVolume?: { sizeGb: number };
+    flavor?: Partial<Flavor>;
+    /** The boot image's virtual size (64 MiB by default). */
+    sizeMiB?: number;
+  } = {},
 ): Promise<KnownVm> {
   const instanceUuid = randomUUID();
   const displayName = `e2e-${instanceUuid.slice(0, 8)}`;
-  const disk = await createSampleDisk(path.join(tmpdir(), 'vm-shelve-e2e'), instanceUuid);
+  const disk = await createSampleDisk(path.join(tmpdir(), 'vm-shelve-e2e'), instanceUuid, sizeMiB);
   const bootImageId = await uploadBootImage(stack.glance, e2eOwner, disk.image, { id: randomUUID(), name: 'e2e-boot' });
   const handle = await startAction(stack.client, stack.config, 'build', {
     instanceUuid,
@@ -62,7 +75,10 @@ export async function buildKnownVm(
     reference: disk.reference,
     diskIsIntact: async (hostConfig) =>
       sameGuestContent(disk.reference, rootDiskFile(hostConfig.compute, await getInstance(stack.pool, instanceUuid))),
-    deleteBootImage: async () => {
+    remove: async (hostConfig = stack.config) => {
+      const compute = createComputeActivities(hostConfig.compute, stack.libvirt, stack.glance);
+      await new MockActivityEnvironment().run(compute.destroyInstance, { instanceUuid });
+      await stack.pool.query('DELETE FROM instances WHERE uuid = $1', [instanceUuid]);
       await stack.glance.deleteImage(e2eOwner, bootImageId);
     },
   };

@@ -6,13 +6,14 @@ import { promisify } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import pg from 'pg';
+import type pg from 'pg';
 import { createComputeActivities } from '../../activities/compute.js';
 import { type Config, loadConfig } from '../../lib/config.js';
 import { GlanceClient } from '../../lib/glance.js';
 import { domainName, LibvirtConnection } from '../../lib/libvirt.js';
 import { createComputeWorker, registerHost } from '../../workers/compute.js';
 import { createConductorWorker } from '../../workers/conductor.js';
+import { createPool } from '../../lib/postgres.js';
 
 /** A compute host's worker running in this process, with its own instance folder. */
 export interface TestComputeHost {
@@ -71,7 +72,7 @@ export async function startTestStack(settings: NodeJS.ProcessEnv = {}): Promise<
     runtimeInstalled = true;
   }
   const config = loadConfig({ ...process.env, ...settings });
-  const pool = new pg.Pool({ connectionString: config.databaseUrl });
+  const pool = createPool(config.databaseUrl);
   const glance = new GlanceClient(config.glance);
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
   const workerConnection = await NativeConnection.connect({ address: config.temporal.address });

@@ -35,4 +35,20 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ SHELVED_OFFLOAD_TIME: '-2' })).toThrow('SHELVED_OFFLOAD_TIME must be an integer >= -1');
     expect(() => loadConfig({ LIBVIRT_VIRT_TYPE: 'xen' })).toThrow("LIBVIRT_VIRT_TYPE must be kvm or qemu, got 'xen'");
   });
+
+  it('authenticates with noauth2 unless told keystone, which needs its v3 endpoint', () => {
+    expect(loadConfig({ KEYSTONE_URL: 'http://127.0.0.1:5000/v3' }).auth).toEqual({ strategy: 'noauth2' });
+    expect(
+      loadConfig({ AUTH_STRATEGY: 'keystone', KEYSTONE_URL: 'https://keystone.example/identity/v3/' }).auth,
+    ).toEqual({ strategy: 'keystone', keystoneUrl: 'https://keystone.example/identity/v3' });
+    expect(() => loadConfig({ AUTH_STRATEGY: 'noauth' })).toThrow(
+      "AUTH_STRATEGY must be noauth2 or keystone, got 'noauth'",
+    );
+    expect(() => loadConfig({ AUTH_STRATEGY: 'keystone' })).toThrow('AUTH_STRATEGY=keystone needs KEYSTONE_URL');
+    for (const url of ['http://127.0.0.1:5000', 'keystone:5000/v3', 'ftp://keystone/v3']) {
+      expect(() => loadConfig({ AUTH_STRATEGY: 'keystone', KEYSTONE_URL: url })).toThrow(
+        `KEYSTONE_URL must be Keystone's v3 endpoint, e.g. http://127.0.0.1:5000/v3, got '${url}'`,
+      );
+    }
+  });
 });

@@ -116,4 +116,11 @@ describe('Nova formats', () => {
     expect(serverStatus('shelved_offloaded')).toBe('SHELVED_OFFLOADED');
     expect(serverStatus('stopped')).toBe('SHUTOFF');
   });
+
+  it("keeps the snapshot's name within Glance's 255 characters, counting characters, not UTF-16 units", () => {
+    const longest = `${'名🙂'.repeat(127)}z`;
+    const name = shelvedImageName({ displayName: longest });
+    expect([...name]).toHaveLength(255);
+    expect(name).toBe(`${[...longest].slice(0, 247).join('')}-shelved`);
+  });
 });

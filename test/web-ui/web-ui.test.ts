@@ -1,5 +1,6 @@
 // The Temporal Web UI as an operator uses it, in headless Chromium (Debian's, driven by
-// playwright-core): filter by an instance's uuid, find its shelve, open it, see its steps.
+// playwright-core): filter by an instance's uuid, find its shelve, open it, see its steps and
+// their summaries.
 // Screenshots are kept in test-output/.
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -69,6 +70,11 @@ describe('the Temporal Web UI', () => {
       'destroyInstance',
     ]) {
       await page.getByText(step).first().waitFor({ timeout: 30_000 });
+    }
+    // The workflow's summary, and the activities' summaries naming the steps they belong to.
+    await page.getByText(`shelve instance ${uuid}`).first().waitFor({ timeout: 30_000 });
+    for (const summary of ['powering off on', 'uploading the root disk into image']) {
+      await page.getByText(summary).first().waitFor({ timeout: 30_000 });
     }
     await page.screenshot({ path: path.join(output, 'web-ui-shelve-workflow.png'), fullPage: true });
     await page.close();

@@ -1,39 +1,13 @@
 // The offload timer is durable: it fires on time although every worker stopped and the Temporal
 // server restarted while it waited. This test restarts the stack's own Temporal dev server
 // (state on disk), through scripts/stack.
-import { execFile } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
 import { offloadTimerWorkflowId } from '../../lib/temporal.js';
+import { startStack, stopService } from '../support/faults.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { type StubHost, startStubHost } from '../support/stub-host.js';
-
-const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const stackDir = process.env.STACK_DIR ?? path.join(repoDir, '.stack');
-
-async function restartTemporal(): Promise<void> {
-  const pidFile = path.join(stackDir, 'run', 'temporal.pid');
-  const pid = Number(
-    await readFile(pidFile, 'utf8').catch(() => {
-      throw new Error(`no ${pidFile}: this test restarts the Temporal dev server that scripts/stack started`);
-    }),
-  );
-  process.kill(pid, 'SIGTERM');
-  for (let alive = true; alive; await sleep(200)) {
-    try {
-      process.kill(pid, 0);
-    } catch {
-      alive = false;
-    }
-  }
-  await promisify(execFile)('bash', [path.join(repoDir, 'scripts', 'stack'), 'up'], { env: process.env });
-}
 
 describe('the offload timer across restarts', () => {
   let stack: TestStack | undefined;
@@ -57,7 +31,8 @@ describe('the offload timer across restarts', () => {
     await stub.stop();
     await stack.stop();
     stub = stack = undefined;
-    await restartTemporal();
+    await stopService('temporal');
+    await startStack();
 
     stack = await startTestStack();
     stub = await startStubHost(stack, {}, { host });

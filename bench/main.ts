@@ -1,0 +1,239 @@
+// The benchmark: vm-shelve's shelve and unshelve on four kinds of disk beside Nova's method and
+// the floor, the orchestration's overhead, scaling to many instances, and the compute worker's
+// memory. Run it with `npm run bench` (scripts/bench brings the stack up first); `--smoke` is a
+// quick, small version. It starts its own workers and removes all it made when it ends.
+import { randomUUID } from 'node:crypto';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Client, Connection } from '@temporalio/client';
+import * as prettier from 'prettier';
+import { loadConfig } from '../lib/config.js';
+import { GlanceClient } from '../lib/glance.js';
+import { LibvirtConnection } from '../lib/libvirt.js';
+import { createPool } from '../lib/postgres.js';
+import { createSampleDisk, uploadBootImage } from '../lib/sample-disk.js';
+import type { RunContext } from './context.js';
+import { diskPlans } from './disks.js';
+import { benchDisks } from './disks-bench.js';
+import { Leftovers } from './leftovers.js';
+import { benchOverhead } from './overhead.js';
+import { describeMachine, renderResults, renderText, type Section } from './report.js';
+import { benchScaling } from './scaling.js';
+import { BENCH_OWNER, type Bench, imageName } from './vm-shelve.js';
+import { startWorker, type WorkerProcess } from './workers.js';
+
+const PARTS = ['disks', 'overhead', 'scaling'] as const;
+
+const { values: options } = parseArgs({
+  options: {
+    runs: { type: 'string' },
+    smoke: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    output: { type: 'string' },
+  },
+});
+const smoke = options.smoke!;
+const runs = Number(options.runs ?? (smoke ? 1 : 5));
+const parts = (options.only?.split(',') ?? PARTS) as (typeof PARTS)[number][];
+if (!Number.isInteger(runs) || runs < 1 || parts.some((part) => !PARTS.includes(part))) {
+  console.error(`usage: npm run bench -- [--smoke] [--runs N] [--only ${PARTS.join(',')}] [--output FILE]`);
+  process.exit(2);
+}
+
+const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const benchDir = path.join(repoDir, '.stack', 'bench');
+const logDir = path.join(repoDir, '.stack', 'logs');
+const output = path.resolve(
+  options.output ??
+    (smoke ? path.join(repoDir, '.stack', 'bench-smoke.md') : path.join(repoDir, 'bench', 'RESULTS.md')),
+);
+const command = `${process.env.npm_lifecycle_event === 'bench' ? 'npm run bench' : 'bash scripts/bench'}${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`;
+const started = Date.now();
+const print = (line: string) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(6)}s] ${line}`);
+
+const KVM_HOST = 'bench-kvm';
+const TEST_HOST = 'bench-test';
+const kvmInstances = path.join(benchDir, 'instances-kvm');
+const testInstances = path.join(benchDir, 'instances-test');
+
+/**
+ * libvirt's test driver as a host with room for many instances and the storage pool a compute
+ * worker needs. test:///default would do, but every virsh run sees a fresh copy of it, so the pool
+ * the worker defines at start is gone at the next virsh call; a node file defines it for all.
+ */
+async function testDriverUri(): Promise<string> {
+  const file = path.join(benchDir, 'test-node.xml');
+  const volumes = path.join(benchDir, 'volumes-test');
+  await mkdir(volumes, { recursive: true });
+  await writeFile(
+    file,
+    `<node>
+  <cpu><mhz>2000</mhz><nodes>1</nodes><sockets>1</sockets><cores>16</cores><threads>1</threads><active>16</active><model>x86_64</model></cpu>
+  <memory>8388608</memory>
+  <pool type='dir'><name>${TEST_HOST}-volumes</name><target><path>${volumes}</path></target></pool>
+</node>
+`,
+  );
+  return `test://${file}`;
+}
+
+const config = loadConfig({
+  ...process.env,
+  CONDUCTOR_TASK_QUEUE: 'bench',
+  COMPUTE_HOST: KVM_HOST,
+  INSTANCES_PATH: kvmInstances,
+});
+const pool = createPool(config.databaseUrl);
+const glance = new GlanceClient(config.glance);
+const libvirt = new LibvirtConnection(config.compute.libvirtUri);
+const connection = await Connection.connect({ address: config.temporal.address });
+const client = new Client({ connection, namespace: config.temporal.namespace });
+const leftovers = new Leftovers(pool, glance, BENCH_OWNER, libvirt, {
+  [KVM_HOST]: kvmInstances,
+  [TEST_HOST]: testInstances,
+});
+const workers: WorkerProcess[] = [];
+
+let finishing: Promise<void> | undefined;
+/** Stops the workers and removes everything the bench made; once, whichever way the bench ends. */
+function finish(): Promise<void> {
+  finishing ??= (async () => {
+    await leftovers.close();
+    await Promise.all(workers.map((worker) => worker.stop()));
+    await leftovers.clear().catch((error: AggregateError) => {
+      print(`${error.message}:`);
+      for (const failure of error.errors) print(`  ${failure instanceof Error ? failure.message : String(failure)}`);
+      process.exitCode = 1;
+    });
+    await rm(benchDir, { recursive: true, force: true });
+    await Promise.all([pool.end(), connection.close(), libvirt.close()]);
+  })();
+  return finishing;
+}
+// Should the bench itself crash, its workers must not live on, serving the bench's task queues.
+process.on('exit', () => workers.forEach((worker) => worker.kill()));
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    print(`${signal}: removing what the bench made`);
+    void finish().then(() => process.exit(130));
+  });
+}
+
+try {
+  const earlier = await leftovers.adoptPrevious([
+    imageName.boot('tiny'),
+    imageName.boot('overlay'),
+    ...diskPlans(1).flatMap((plan) => [imageName.nova(plan.kind), imageName.floor(plan.kind)]),
+  ]);
+  if (earlier > 0) {
+    print(`removing ${earlier} instance(s) and image(s) an earlier bench left`);
+    await leftovers.clear();
+  }
+  await rm(benchDir, { recursive: true, force: true });
+  await mkdir(benchDir, { recursive: true });
+  const worker = (name: string, script: 'conductor' | 'compute', env: NodeJS.ProcessEnv) =>
+    startWorker(
+      repoDir,
+      name,
+      script,
+      { CONDUCTOR_TASK_QUEUE: 'bench', ...env },
+      path.join(logDir, `bench-${name}.log`),
+    ).then((running) => (workers.push(running), running));
+  const [conductor, kvm, test] = await Promise.all([
+    worker('conductor', 'conductor', {}),
+    worker(KVM_HOST, 'compute', { COMPUTE_HOST: KVM_HOST, INSTANCES_PATH: kvmInstances }),
+    testDriverUri().then((uri) =>
+      worker(TEST_HOST, 'compute', {
+        COMPUTE_HOST: TEST_HOST,
+        INSTANCES_PATH: testInstances,
+        LIBVIRT_URI: uri,
+        VOLUME_POOL: `${TEST_HOST}-volumes`,
+        VOLUMES_PATH: path.join(benchDir, 'volumes-test'),
+      }),
+    ),
+  ]);
+  print(
+    `workers started (logs: .stack/logs/bench-*.log): conductor ${conductor.pid}, ${KVM_HOST} ${kvm.pid}, ${TEST_HOST} ${test.pid}`,
+  );
+
+  const bench: Bench = { config, client, pool, glance, libvirt, leftovers };
+  const tiny = await createSampleDisk(path.join(benchDir, 'work'), 'tiny', 4);
+  const tinyImageId = randomUUID();
+  leftovers.image(tinyImageId);
+  await uploadBootImage(glance, BENCH_OWNER, tiny.image, { id: tinyImageId, name: imageName.boot('tiny') });
+  const ctx: RunContext = {
+    bench,
+    runs,
+    workDir: path.join(benchDir, 'work'),
+    kvm: { host: KVM_HOST, instancesPath: kvmInstances, pid: kvm.pid },
+    test: { host: TEST_HOST, instancesPath: testInstances, pid: test.pid },
+    conductorPid: conductor.pid,
+    tinyImageId,
+    print,
+  };
+
+  const plans = diskPlans(smoke ? 32 : 1);
+  const sections: Section[] = [];
+  if (parts.includes('disks')) {
+    const disks = await benchDisks(ctx, plans);
+    sections.push(
+      { title: 'Shelve: request → SHELVED_OFFLOADED (seconds)', figures: disks.shelve, notes: [] },
+      { title: 'Unshelve: request → ACTIVE, domain running (seconds)', figures: disks.unshelve, notes: [] },
+      { title: 'Parts of the references, and sizes', figures: disks.parts, notes: [] },
+      { title: 'Memory', figures: disks.memory, notes: [] },
+    );
+  }
+  if (parts.includes('overhead')) {
+    sections.push({
+      title: 'Orchestration overhead, tiny disk (ms per action)',
+      figures: await benchOverhead(ctx),
+      notes: [],
+    });
+  }
+  if (parts.includes('scaling')) {
+    const scaling = await benchScaling(ctx, smoke ? [1, 2] : [1, 10, 50]);
+    sections.push({ title: 'Scaling: N instances shelved, then unshelved, at once', ...scaling });
+  }
+
+  console.log(renderText(sections));
+  const machine = await describeMachine(pool, config.compute.virtType);
+  const results = renderResults({
+    command,
+    date: new Date(),
+    durationSeconds: (Date.now() - started) / 1000,
+    machine,
+    method: methodNotes(plans, runs),
+    sections,
+  });
+  // Formatted as `npm run lint` wants it, so that the committed file passes prettier --check.
+  const style = await prettier.resolveConfig(output);
+  await writeFile(output, await prettier.format(results, { ...style, filepath: output }));
+  print(`results written to ${path.relative(process.cwd(), output)}`);
+} catch (error) {
+  print(`the bench failed: ${error instanceof Error ? error.stack : String(error)}`);
+  process.exitCode = 1;
+} finally {
+  await finish();
+}
+
+function methodNotes(plans: ReturnType<typeof diskPlans>, runs: number): string[] {
+  return [
+    `${runs} run(s) per figure${smoke ? ' (--smoke: disk sizes divided by 32, scaling to N = 2 only: a check that the bench works, not a measure)' : ''}. Workers of the bench's own: a conductor on task queue \`bench\` and compute workers \`${KVM_HOST}\` (qemu:///system, ${config.compute.virtType}) and \`${TEST_HOST}\` (libvirt's test driver), each a process of its own as in \`npm run demo\`.`,
+    'Shelve runs with `shutdownTimeout: 0` and `shelvedOffloadTime: 0`: the guests have no operating system, so they ignore the ACPI shutdown request and a clean shutdown would cost the whole timeout (60 s by default) before the destroy. Every shelve here is a destroy, as are the references.',
+    "vm-shelve's figures run from the request (the workflow's start) to the workflow's result: for shelve the instance is SHELVED_OFFLOADED (image uploaded, domain and files gone); for unshelve it is ACTIVE with its domain running on the bench's KVM host (named in the request), and its snapshot image deleted.",
+    ...plans.map(
+      (plan) =>
+        `Disk **${plan.title}**: ${plan.description}. Flavor root_gb ${plan.rootGb}, 128 MiB of memory, 1 vCPU.`,
+    ),
+    "The standalone disks are what an instance's root disk is after an unshelve: the bench builds the instance from a 4 MiB image, then swaps its disk for the prepared file with the domain off. Before each run the instance's disk is put back to the prepared file, so every run shelves the same disk.",
+    "Nova's method, shelve: the domain's destroy, `qemu-img convert -t none -f qcow2 -O qcow2` of the instance's disk (domain off) to a file, then one HTTP PUT of that file to a new Glance image. Unshelve: a GET of that image to a file with its sha512 checked against Glance's (as glanceclient does), `qemu-img convert -t none -O raw` to a base, `qemu-img create -f qcow2 -b base -F raw` at root_gb, then define and start a domain like the instance's.",
+    "The floor, shelve: the domain's destroy plus one plain PUT to Glance of the same qcow2 file Nova's method made (a ready image of the same content). Unshelve: one plain GET of it to a file, then define and start. The destroy is timed on the instance's own domain after each unshelve; creating the image records is not timed in the references.",
+    'Ratios are per run (vm-shelve and its references measured on the same disk in the same run), then min / median / max over the runs.',
+    'All disk files were written just before they are read, so every method reads them from the page cache alike.',
+    "Overhead: a new instance with a 4 MiB disk is built, shelved and unshelved per run; each action's time from request to result minus the time during which at least one of its activities ran (ActivityTaskStarted to its end, from the workflow history). Local activities (the actions-log rows) count from the start of the workflow task that ran them to their marker's completion time.",
+    `Scaling: N instances with a 4 MiB disk on \`${TEST_HOST}\`, libvirt's test driver (domains that cost nothing, so the stack is measured, not QEMU): N builds, then N shelves started at once, then N unshelves at once. Throughput is the actions that ended well over the phase's wall time; latency is each action's request to result. CPU is read from /proc (utime + stime, children included) for each component, in % of one core. The test driver runs from a node file that defines a storage pool, rather than test:///default: a compute worker defines its pool with separate virsh runs at start, and each run sees a fresh test:///default, so the worker cannot start on it.`,
+    "Memory: the compute worker's VmRSS, read from /proc every 50 ms during each shelve of the sparse disk: its peak, its value as the shelve starts, and the peak with its child processes (the qemu-img it runs) added.",
+  ];
+}

@@ -1,0 +1,95 @@
+// The compute worker killed with SIGKILL in the middle of moving a disk, then started again, as
+// after a host crash: the action finishes on its own, the guest's bytes are intact, and nothing
+// is left behind or made twice (no second image in Glance, no partial file, no domain left over).
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WorkflowHandle } from '@temporalio/client';
+import { DomainState } from '@unraid/libvirt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listInstanceActions } from '../../activities/action-log.js';
+import { instanceDirectory } from '../../activities/compute.js';
+import { getInstance } from '../../activities/database.js';
+import { startAction } from '../../lib/actions.js';
+import { type Config, loadConfig } from '../../lib/config.js';
+import type { Instance } from '../../lib/nova.js';
+import { midTransfer } from '../support/faults.js';
+import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
+import { startTestStack, type TestStack } from '../support/stack.js';
+import { startWorkerProcess, type WorkerProcess } from '../support/worker-process.js';
+
+describe('the compute worker killed mid-transfer', () => {
+  let stack: TestStack;
+  let hostConfig: Config;
+  let worker: WorkerProcess;
+  let vm: KnownVm;
+  const host = `crash-${randomUUID().slice(0, 8)}`;
+
+  async function crashAndRestart(handle: WorkflowHandle, step: 'upload' | 'download'): Promise<Instance> {
+    const bytesDone = await midTransfer(handle, step);
+    await worker.kill();
+    await sleep(3000);
+    worker = await startWorkerProcess('compute', {
+      COMPUTE_HOST: host,
+      INSTANCES_PATH: hostConfig.compute.instancesPath,
+    });
+    expect(bytesDone).toBeGreaterThan(0);
+    // The step is retried once its heartbeat is missed (30 s), on the restarted worker.
+    return (await handle.result()) as Instance;
+  }
+
+  beforeAll(async () => {
+    stack = await startTestStack();
+    const env = { COMPUTE_HOST: host, INSTANCES_PATH: `${stack.config.compute.instancesPath}-${host}` };
+    hostConfig = loadConfig({ ...process.env, ...env });
+    worker = await startWorkerProcess('compute', env);
+    // 2 GiB of virtual disk with 1 GiB of random data: seconds of transfer, time to be killed in.
+    vm = await buildKnownVm(stack, host, { sizeMiB: 2048, flavor: { rootGb: 2 } });
+  }, 300_000);
+
+  afterAll(async () => {
+    await vm?.remove(hostConfig);
+    await worker?.stop();
+    await stack?.pool.query('DELETE FROM compute_nodes WHERE host = $1', [host]);
+    await stack?.stop();
+  }, 120_000);
+
+  it('during the snapshot upload: the shelve completes, with one image and no domain left', async () => {
+    const { instanceUuid } = vm;
+    const handle = await startAction(stack.client, stack.config, 'shelve', {
+      instanceUuid,
+      shutdownTimeout: 0,
+      shelvedOffloadTime: 0,
+    });
+    const instance = await crashAndRestart(handle, 'upload');
+
+    expect(instance).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
+    const imageId = (await getInstance(stack.pool, instanceUuid)).systemMetadata.shelved_image_id;
+    const images = await stack.glance.listImages(e2eOwner, { name: `${vm.displayName}-shelved` });
+    expect(images.map((image) => [image.id, image.status])).toEqual([[imageId, 'active']]);
+    expect(await stack.libvirt.lookupInstance(instanceUuid)).toBeNull();
+    expect(existsSync(instanceDirectory(hostConfig.compute.instancesPath, instanceUuid))).toBe(false);
+    const [shelve] = await listInstanceActions(stack.pool, instanceUuid);
+    expect(shelve).toMatchObject({ action: 'shelve', message: null });
+    expect(shelve!.events.map((event) => [event.event, event.result])).toContainEqual([
+      'compute_snapshot_instance',
+      'Success',
+    ]);
+  });
+
+  it('during the image download: the unshelve completes, the domain running, the same bytes', async () => {
+    const { instanceUuid } = vm;
+    const imageId = (await getInstance(stack.pool, instanceUuid)).systemMetadata.shelved_image_id!;
+    const handle = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid, host });
+    const instance = await crashAndRestart(handle, 'download');
+
+    expect(instance).toMatchObject({ vmState: 'active', taskState: null, powerState: 1, host });
+    // The interrupted download left no partial file behind.
+    expect(await readdir(instanceDirectory(hostConfig.compute.instancesPath, instanceUuid))).toEqual(['disk']);
+    const domain = await stack.libvirt.lookupInstance(instanceUuid);
+    expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
+    expect(await stack.glance.getImage(e2eOwner, imageId)).toBeNull();
+    expect(await vm.diskIsIntact(hostConfig)).toBe(true);
+  });
+});

@@ -1,0 +1,46 @@
+// Breaking the stack's own services on purpose, at a chosen moment of an action.
+import { execFile } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import type { WorkflowHandle } from '@temporalio/client';
+import { currentProgress } from '../../lib/actions.js';
+
+const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const stackDir = process.env.STACK_DIR ?? path.join(repoDir, '.stack');
+
+/** Waits until the action's current step reports `step` with some, not all, bytes moved. */
+export async function midTransfer(handle: WorkflowHandle, step: 'upload' | 'download'): Promise<number> {
+  for (;;) {
+    const progress = await currentProgress(handle);
+    if (progress?.step === step && progress.bytesDone && progress.bytesDone < (progress.bytesTotal ?? Infinity)) {
+      return progress.bytesDone;
+    }
+    await sleep(50);
+  }
+}
+
+/** Stops one of the services scripts/stack started (SIGTERM) and waits until it is gone. */
+export async function stopService(service: 'temporal' | 'glance' | 'libvirtd'): Promise<void> {
+  const pidFile = path.join(stackDir, 'run', `${service}.pid`);
+  const pid = Number(
+    await readFile(pidFile, 'utf8').catch(() => {
+      throw new Error(`no ${pidFile}: this test stops the ${service} that scripts/stack started`);
+    }),
+  );
+  process.kill(pid, 'SIGTERM');
+  for (let alive = true; alive; await sleep(200)) {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      alive = false;
+    }
+  }
+}
+
+/** Starts whatever of the stack is not running (scripts/stack up), with its state kept on disk. */
+export async function startStack(): Promise<void> {
+  await promisify(execFile)('bash', [path.join(repoDir, 'scripts', 'stack'), 'up'], { env: process.env });
+}

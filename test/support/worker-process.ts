@@ -1,0 +1,56 @@
+// A worker in a process of its own, as in production, so that a test can kill it with SIGKILL
+// (no shutdown, no goodbye to Temporal) and start it again.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface WorkerProcess {
+  readonly pid: number;
+  /** SIGKILL: the worker dies mid-step, as on a host crash. */
+  kill(): Promise<void>;
+  /** SIGTERM and wait for it to end. */
+  stop(): Promise<void>;
+}
+
+/** Starts workers/<kind>.ts with `env` over this process's environment; resolves once it polls. */
+export async function startWorkerProcess(
+  kind: 'compute' | 'conductor',
+  env: NodeJS.ProcessEnv = {},
+): Promise<WorkerProcess> {
+  // node itself with tsx's loader, not the tsx launcher: one process, so SIGKILL reaches the worker.
+  const child: ChildProcess = spawn(
+    process.execPath,
+    ['--import', 'tsx', path.join(repoDir, 'workers', `${kind}.ts`)],
+    {
+      cwd: repoDir,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let output = '';
+  const started = new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes(`"msg":"${kind} worker started"`)) resolve();
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`${kind} worker exited (${code}) before it started:\n${output}`)));
+  });
+  await started;
+  const ended = once(child, 'exit');
+  return {
+    pid: child.pid!,
+    async kill() {
+      child.kill('SIGKILL');
+      await ended;
+    },
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await ended;
+    },
+  };
+}
