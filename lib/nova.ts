@@ -155,9 +155,11 @@ export function shelvedAtTimestamp(date: Date): string {
 /** Name of the snapshot image a shelve creates. */
 export function shelvedImageName(instance: Pick<Instance, 'displayName'>): string {
   // Glance takes names of up to 255 characters, as Nova takes server names: the longest server
-  // names give up their end, not their shelve.
+  // names give up their end, not their shelve. Glance also refuses characters of 4 bytes in UTF-8
+  // (emoji, say), which Nova accepts in a server name: those become U+FFFD.
   const suffix = '-shelved';
-  return `${[...instance.displayName].slice(0, 255 - suffix.length).join('')}${suffix}`;
+  const characters = [...instance.displayName].map((character) => (character.length > 1 ? '\uFFFD' : character));
+  return `${characters.slice(0, 255 - suffix.length).join('')}${suffix}`;
 }
 
 // system_metadata image_* keys that are not inherited by a snapshot (spec §2.3).

@@ -22,7 +22,8 @@ const token = `${owner.userId}:${owner.projectId}`;
 const canary = path.join(tmpdir(), `vm-shelve-executed-${randomUUID()}`);
 
 const NAMES = [
-  `$(touch ${canary}); \`touch ${canary}\` | touch ${canary} && echo "x" > ${canary}`,
+  // Within Nova's 255 characters, or the API refuses it before anything could run it.
+  `$(touch ${canary}); \`touch ${canary}\` && echo "x" > ${canary}`,
   '../../../../etc/passwd/..\\..\\windows',
   // 255 characters, Nova's longest name (318 UTF-16 units).
   `${'ü名前🙂'.repeat(63)}xyz`,
@@ -35,7 +36,8 @@ describe('hostile server names', () => {
   const created: string[] = [];
 
   beforeAll(async () => {
-    stack = await startTestStack({ SHELVED_OFFLOAD_TIME: '0' });
+    // The guest has no OS to answer a clean shutdown: a short timeout, then destroy.
+    stack = await startTestStack({ SHELVED_OFFLOAD_TIME: '0', SHUTDOWN_TIMEOUT: '1' });
     api = buildApi({ config: stack.config, pool: stack.pool, client: stack.client });
     const disk = await createSampleDisk(path.join(tmpdir(), 'vm-shelve-names'), randomUUID(), 16);
     imageId = await uploadBootImage(stack.glance, owner, disk.image, { id: randomUUID(), name: 'names-boot' });

@@ -118,9 +118,15 @@ describe('Nova formats', () => {
   });
 
   it("keeps the snapshot's name within Glance's 255 characters, counting characters, not UTF-16 units", () => {
-    const longest = `${'名🙂'.repeat(127)}z`;
+    const longest = `${'名ü'.repeat(127)}z`;
     const name = shelvedImageName({ displayName: longest });
     expect([...name]).toHaveLength(255);
     expect(name).toBe(`${[...longest].slice(0, 247).join('')}-shelved`);
+  });
+
+  it('replaces the characters Glance refuses in a name (4 bytes in UTF-8) with U+FFFD', () => {
+    const name = shelvedImageName({ displayName: 'web 🙂 名 𝔘' });
+    expect(name).toBe('web \uFFFD 名 \uFFFD-shelved');
+    expect([...name].every((character) => Buffer.byteLength(character) <= 3)).toBe(true);
   });
 });
