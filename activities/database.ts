@@ -130,6 +130,7 @@ async function rowsByInstance(
   instanceUuids: string[],
 ): Promise<Map<string, QueryResultRow[]>> {
   const { rows } = await db.query(
+    // eslint-disable-next-line no-restricted-syntax -- names of this module's choosing, values as parameters
     `SELECT * FROM ${table} WHERE instance_uuid = ANY($1::uuid[]) ORDER BY instance_uuid, ${orderBy}`,
     [instanceUuids],
   );
@@ -325,6 +326,7 @@ export function createDatabaseActivities(pool: Pool) {
         values.push(accepted.filter((state) => state !== null));
         const acceptsNull = accepted.includes(null);
         const { rowCount } = await client.query(
+          // eslint-disable-next-line no-restricted-syntax -- column names from COLUMN_OF, values as parameters
           `UPDATE instances SET ${assignments.join(', ')}
            WHERE uuid = $1 AND task_request_id = $2
              AND (task_state = ANY($${values.length})${acceptsNull ? ' OR task_state IS NULL' : ''})`,
