@@ -54,7 +54,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
     logger: false,
     genReqId: () => `req-${randomUUID()}`,
     // An id of any length is looked up and not found (404), as in Nova, rather than refused by the router.
-    maxParamLength: 8192,
+    routerOptions: { maxParamLength: 8192 },
     // Errors of Fastify's own, before any route runs (a malformed URL, say), in Nova's shape too.
     frameworkErrors: (error, _request, reply) => {
       (reply as FastifyReply).code(400).send(new ApiFault(400, `Malformed request: ${error.message}`).body());
