@@ -19,6 +19,8 @@ export interface RunContext {
   /** The host on libvirt's test driver, for many instances at once. */
   test: ComputeHost;
   conductorPid: number;
+  /** The bench's own API process, started like `npm run api`. */
+  api: { url: string; pid: number };
   /** A 4 MiB boot image, for instances whose disk does not matter. */
   tinyImageId: string;
   print(line: string): void;

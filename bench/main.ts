@@ -3,7 +3,7 @@
 // memory. Run it with `npm run bench` (scripts/bench brings the stack up first); `--smoke` is a
 // quick, small version. It starts its own workers and removes all it made when it ends.
 import { randomUUID } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -18,13 +18,14 @@ import type { RunContext } from './context.js';
 import { diskPlans } from './disks.js';
 import { benchDisks } from './disks-bench.js';
 import { Leftovers } from './leftovers.js';
+import { benchApiLoad } from './api-load.js';
 import { benchOverhead } from './overhead.js';
 import { describeMachine, renderResults, renderText, type Section } from './report.js';
 import { benchScaling } from './scaling.js';
 import { BENCH_OWNER, type Bench, imageName } from './vm-shelve.js';
 import { startWorker, type WorkerProcess } from './workers.js';
 
-const PARTS = ['disks', 'overhead', 'scaling'] as const;
+const PARTS = ['disks', 'overhead', 'scaling', 'load'] as const;
 
 const { values: options } = parseArgs({
   options: {
@@ -133,15 +134,15 @@ try {
   }
   await rm(benchDir, { recursive: true, force: true });
   await mkdir(benchDir, { recursive: true });
-  const worker = (name: string, script: 'conductor' | 'compute', env: NodeJS.ProcessEnv) =>
+  const worker = (name: string, program: 'conductor' | 'compute' | 'api', env: NodeJS.ProcessEnv) =>
     startWorker(
       repoDir,
       name,
-      script,
+      program,
       { CONDUCTOR_TASK_QUEUE: 'bench', ...env },
       path.join(logDir, `bench-${name}.log`),
     ).then((running) => (workers.push(running), running));
-  const [conductor, kvm, test] = await Promise.all([
+  const [conductor, kvm, test, api] = await Promise.all([
     worker('conductor', 'conductor', {}),
     worker(KVM_HOST, 'compute', { COMPUTE_HOST: KVM_HOST, INSTANCES_PATH: kvmInstances }),
     testDriverUri().then((uri) =>
@@ -153,9 +154,10 @@ try {
         VOLUMES_PATH: path.join(benchDir, 'volumes-test'),
       }),
     ),
+    worker('api', 'api', { API_HOST: '127.0.0.1', API_PORT: '0', AUTH_STRATEGY: 'noauth2' }),
   ]);
   print(
-    `workers started (logs: .stack/logs/bench-*.log): conductor ${conductor.pid}, ${KVM_HOST} ${kvm.pid}, ${TEST_HOST} ${test.pid}`,
+    `workers started (logs: .stack/logs/bench-*.log): conductor ${conductor.pid}, ${KVM_HOST} ${kvm.pid}, ${TEST_HOST} ${test.pid}, API ${api.pid} at ${String(api.ready.address)}`,
   );
 
   const bench: Bench = { config, client, pool, glance, libvirt, leftovers };
@@ -170,6 +172,7 @@ try {
     kvm: { host: KVM_HOST, instancesPath: kvmInstances, pid: kvm.pid },
     test: { host: TEST_HOST, instancesPath: testInstances, pid: test.pid },
     conductorPid: conductor.pid,
+    api: { url: String(api.ready.address), pid: api.pid },
     tinyImageId,
     print,
   };
@@ -197,6 +200,16 @@ try {
     sections.push({ title: 'Scaling: N instances shelved, then unshelved, at once', ...scaling });
   }
 
+  if (parts.includes('load')) {
+    const plan = smoke
+      ? { rate: 200, idleSeconds: 2, loadedSeconds: 5, instances: 4 }
+      : { rate: 200, idleSeconds: 15, loadedSeconds: 60, instances: 20 };
+    sections.push({
+      title: 'API read load: GET /v2.1/servers/{id} while actions run',
+      ...(await benchApiLoad(ctx, plan)),
+    });
+  }
+
   console.log(renderText(sections));
   const machine = await describeMachine(pool, config.compute.virtType);
   const results = renderResults({
@@ -206,6 +219,7 @@ try {
     machine,
     method: methodNotes(plans, runs),
     sections,
+    limits: await readFile(path.join(repoDir, 'bench', 'limits.md'), 'utf8'),
   });
   // Formatted as `npm run lint` wants it, so that the committed file passes prettier --check.
   const style = await prettier.resolveConfig(output);
@@ -234,6 +248,7 @@ function methodNotes(plans: ReturnType<typeof diskPlans>, runs: number): string[
     'All disk files were written just before they are read, so every method reads them from the page cache alike.',
     "Overhead: a new instance with a 4 MiB disk is built, shelved and unshelved per run; each action's time from request to result minus the time during which at least one of its activities ran (ActivityTaskStarted to its end, from the workflow history). Local activities (the actions-log rows) count from the start of the workflow task that ran them to their marker's completion time.",
     `Scaling: N instances with a 4 MiB disk on \`${TEST_HOST}\`, libvirt's test driver (domains that cost nothing, so the stack is measured, not QEMU): N builds, then N shelves started at once, then N unshelves at once. Throughput is the actions that ended well over the phase's wall time; latency is each action's request to result. CPU is read from /proc (utime + stime, children included) for each component, in % of one core. The test driver runs from a node file that defines a storage pool, rather than test:///default: a compute worker defines its pool with separate virsh runs at start, and each run sees a fresh test:///default, so the worker cannot start on it.`,
+    'API load: one run (a minute of requests holds thousands of samples; its percentiles are over all of them). The API runs as its own process, as `npm run api` starts it, with noauth2 tokens on loopback.',
     "Memory: the compute worker's VmRSS, read from /proc every 50 ms during each shelve of the sparse disk: its peak, its value as the shelve starts, and the peak with its child processes (the qemu-img it runs) added.",
   ];
 }

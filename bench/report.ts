@@ -111,6 +111,8 @@ export interface ResultsDocument {
   machine: [string, string][];
   method: string[];
   sections: Section[];
+  /** What limits each missed target and what was tried (bench/limits.md, written by hand from a full run). */
+  limits: string;
 }
 
 export function renderResults(doc: ResultsDocument): string {
@@ -134,5 +136,8 @@ export function renderResults(doc: ResultsDocument): string {
     '## Results',
     '',
     renderMarkdownTables(doc.sections),
+    '## Where targets are missed, and why',
+    '',
+    doc.limits,
   ].join('\n');
 }

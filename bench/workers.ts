@@ -1,5 +1,6 @@
-// The bench's own workers, as processes of their own like the demo's: a conductor on a task queue
-// no test uses, and compute workers under host names no test uses. Run through node's tsx loader
+// The bench's own workers and API, as processes of their own like the demo's: a conductor on a task
+// queue no test uses, compute workers under host names no test uses, and an API on a port of its
+// own that starts its workflows on that queue. Run through node's tsx loader
 // (not the tsx command, which would put a wrapper process in between) so that each pid is the
 // worker itself, whose memory and CPU the bench reads from /proc.
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -7,43 +8,49 @@ import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
 import path from 'node:path';
 
+/** Each program the bench runs: its file, and the log message that says it is ready. */
+const PROGRAMS = {
+  conductor: { file: 'workers/conductor.ts', ready: 'conductor worker started' },
+  compute: { file: 'workers/compute.ts', ready: 'compute worker started' },
+  api: { file: 'api/main.ts', ready: 'API listening' },
+};
+
 export interface WorkerProcess {
   name: string;
   pid: number;
+  /** The JSON log line that said it was ready (the API's has its address). */
+  ready: Record<string, unknown>;
   stop(): Promise<void>;
   /** At once, without waiting: for when the bench itself exits. */
   kill(): void;
 }
 
 /**
- * Starts `workers/<script>.ts` with `env` added to this process's environment; resolves once its
- * log says it started. Its output goes to `logFile`.
+ * Starts `program` with `env` added to this process's environment; resolves once its log says it
+ * is ready. Its output goes to `logFile`.
  */
 export async function startWorker(
   repoDir: string,
   name: string,
-  script: 'conductor' | 'compute',
+  program: keyof typeof PROGRAMS,
   env: NodeJS.ProcessEnv,
   logFile: string,
 ): Promise<WorkerProcess> {
-  const child: ChildProcess = spawn(
-    process.execPath,
-    ['--import', 'tsx', path.join(repoDir, 'workers', `${script}.ts`)],
-    {
-      cwd: repoDir,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', path.join(repoDir, PROGRAMS[program].file)], {
+    cwd: repoDir,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const log = createWriteStream(logFile, { flags: 'a' });
   child.stderr!.pipe(log);
   const exited = once(child, 'exit');
-  await new Promise<void>((resolve, reject) => {
+  const ready = await new Promise<Record<string, unknown>>((resolve, reject) => {
     let pending = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       log.write(chunk);
       pending += chunk.toString();
-      if (pending.includes(`"msg":"${script} worker started"`)) resolve();
+      const line = pending.split('\n').find((candidate) => candidate.includes(`"msg":"${PROGRAMS[program].ready}"`));
+      if (line) resolve(JSON.parse(line) as Record<string, unknown>);
       pending = pending.slice(pending.lastIndexOf('\n') + 1);
     });
     exited.then(
@@ -54,6 +61,7 @@ export async function startWorker(
   return {
     name,
     pid: child.pid!,
+    ready,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
