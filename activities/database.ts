@@ -12,9 +12,9 @@ import {
   type Instance,
   type InstanceAction,
   type Port,
-  type PowerState,
-  type TaskState,
-  type VmState,
+  PowerState,
+  TaskState,
+  VmState,
 } from '../lib/nova.js';
 import { actionsStarted } from '../lib/metrics.js';
 import { type HostCapacity, type HostState, type RequestSpec, selectHost } from '../lib/scheduler.js';
@@ -178,7 +178,7 @@ function instanceNotFound(instanceUuid: string): ApplicationFailure {
 
 export async function getInstance(db: Pool | PoolClient, instanceUuid: string): Promise<Instance> {
   if (!isUuid(instanceUuid)) throw instanceNotFound(instanceUuid);
-  const { rows } = await db.query('SELECT * FROM instances WHERE uuid = $1', [instanceUuid]);
+  const { rows } = await db.query('SELECT * FROM instances WHERE uuid = $1 AND deleted_at IS NULL', [instanceUuid]);
   if (rows.length === 0) throw instanceNotFound(instanceUuid);
   return (await instancesFromRows(db, rows))[0]!;
 }
@@ -186,7 +186,8 @@ export async function getInstance(db: Pool | PoolClient, instanceUuid: string): 
 /** The instances of a project, or of all projects when `projectId` is null, newest first. */
 export async function listInstances(db: Pool | PoolClient, projectId: string | null): Promise<Instance[]> {
   const { rows } = await db.query(
-    'SELECT * FROM instances WHERE ($1::text IS NULL OR project_id = $1) ORDER BY created_at DESC, uuid',
+    `SELECT * FROM instances WHERE ($1::text IS NULL OR project_id = $1) AND deleted_at IS NULL
+      ORDER BY created_at DESC, uuid`,
     [projectId],
   );
   return instancesFromRows(db, rows);
@@ -370,6 +371,26 @@ export function createDatabaseActivities(pool: Pool) {
           WHERE uuid = $1 AND task_request_id = $2`,
         [instanceUuid, requestId, powerState ?? null],
       );
+    },
+
+    /**
+     * The last step of a delete: the instance becomes vm_state deleted, on no host, and no lookup
+     * of live instances finds it again. A retry of a delete that committed finds it done.
+     */
+    async markInstanceDeleted({ instanceUuid, requestId }: { instanceUuid: string; requestId: string }): Promise<void> {
+      const { rowCount } = await pool.query(
+        `UPDATE instances SET vm_state = $3, task_state = NULL, power_state = $4, host = NULL, node = NULL,
+                deleted_at = COALESCE(deleted_at, now()), updated_at = now()
+          WHERE uuid = $1 AND task_request_id = $2 AND (task_state = $5 OR deleted_at IS NOT NULL)`,
+        [instanceUuid, requestId, VmState.DELETED, PowerState.NOSTATE, TaskState.DELETING],
+      );
+      if (rowCount === 0) {
+        throw ApplicationFailure.create({
+          type: 'UnexpectedTaskState',
+          message: `Instance ${instanceUuid} is no longer held by the delete ${requestId}`,
+          nonRetryable: true,
+        });
+      }
     },
 
     /** Records a new instance, vm_state building with task spawning; a retry finds its own row. */

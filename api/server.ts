@@ -8,21 +8,13 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Pool } from 'pg';
 import { listInstanceActions } from '../activities/action-log.js';
 import { createDatabaseActivities, getInstance, listInstances } from '../activities/database.js';
-import { startAction } from '../lib/actions.js';
+import { type Action, startAction } from '../lib/actions.js';
 import type { Config } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
 import { registry } from '../lib/metrics.js';
 import { FLAVORS, findFlavor } from '../lib/flavors.js';
 import { type GlanceImage, GlanceClient } from '../lib/glance.js';
-import {
-  ALLOWED_VM_STATES,
-  type Flavor,
-  imageSystemMetadata,
-  type Instance,
-  type InstanceAction,
-  isUuid,
-  VmState,
-} from '../lib/nova.js';
+import { type Flavor, imageSystemMetadata, type Instance, type InstanceAction, isUuid, VmState } from '../lib/nova.js';
 import { targetZone } from '../lib/scheduler.js';
 import { serverCreateRequest, unshelveRequest } from './action-bodies.js';
 import { authenticator, type RequestContext } from './context.js';
@@ -38,6 +30,9 @@ export interface ApiDependencies {
 
 /** Nova refuses bodies over its max_request_body_size; so does this API, well below. */
 const BODY_LIMIT = 64 * 1024;
+
+/** The actions of POST /servers/{id}/action this API serves. */
+const SERVER_ACTIONS = ['shelve', 'shelveOffload', 'unshelve'] as const;
 
 function forbidden(rule: string): ApiFault {
   return new ApiFault(403, `Policy doesn't allow os_compute_api:${rule} to be performed.`);
@@ -272,8 +267,9 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
       throw new ApiFault(400, 'Malformed request body: expected an object with exactly one action.');
     }
     const [name] = Object.keys(body) as [string];
-    if (!(name in ALLOWED_VM_STATES)) throw new ApiFault(400, `There is no such action: ${name}`);
-    const action = name as InstanceAction;
+    if (!(SERVER_ACTIONS as readonly string[]).includes(name))
+      throw new ApiFault(400, `There is no such action: ${name}`);
+    const action = name as (typeof SERVER_ACTIONS)[number];
     const instance = await visibleServer(context, request.params.id);
 
     // Policies (os_compute_api:os-shelve:*): the owner's project or an admin; offload and a
@@ -305,11 +301,35 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
         });
     }
 
+    await claimAndStart(request, context, instance, action, unshelve);
+    reply.code(202).send();
+  });
+
+  // Nova's delete: the owner's project or an admin (os_compute_api:servers:delete); the server,
+  // its domain and files and its shelve snapshot go, its volumes stay.
+  app.delete<{ Params: { id: string } }>('/v2.1/servers/:id', async (request, reply) => {
+    const { context } = await begin(request, reply);
+    const instance = await visibleServer(context, request.params.id);
+    await claimAndStart(request, context, instance, 'delete', {});
+    reply.code(204).send();
+  });
+
+  /**
+   * Claims the instance for the action in the request's name, so that a losing race is a 409
+   * here, then starts the action's workflow, which finds the claim its own.
+   */
+  async function claimAndStart<A extends Action & InstanceAction>(
+    request: FastifyRequest,
+    context: RequestContext,
+    instance: Instance,
+    action: A,
+    extra: object,
+  ): Promise<void> {
     const requestId = request.id;
     const who = { requestId, userId: context.userId, projectId: context.projectId };
     await database.claimInstance({ instanceUuid: instance.uuid, action, ...who });
     try {
-      await startAction(client, config, action, { instanceUuid: instance.uuid, ...who, ...unshelve });
+      await startAction(client, config, action, { instanceUuid: instance.uuid, ...who, ...extra });
     } catch (error) {
       await database.releaseInstance({ instanceUuid: instance.uuid, requestId });
       if (error instanceof WorkflowExecutionAlreadyStartedError) {
@@ -317,8 +337,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
       }
       throw error;
     }
-    reply.code(202).send();
-  });
+  }
 
   return app;
 }

@@ -9,13 +9,20 @@ import type { Progress } from '../activities/compute.js';
 import type { Config } from './config.js';
 import type { Instance } from './nova.js';
 import { ComputeHost, workflowId } from './temporal.js';
-import type { buildInstance, shelveInstance, shelveOffloadInstance, unshelveInstance } from '../workflows/index.js';
+import type {
+  buildInstance,
+  deleteInstance,
+  shelveInstance,
+  shelveOffloadInstance,
+  unshelveInstance,
+} from '../workflows/index.js';
 
 const WORKFLOWS = {
   build: 'buildInstance',
   shelve: 'shelveInstance',
   shelveOffload: 'shelveOffloadInstance',
   unshelve: 'unshelveInstance',
+  delete: 'deleteInstance',
 } as const;
 
 interface ActionInputs {
@@ -23,6 +30,7 @@ interface ActionInputs {
   shelve: Parameters<typeof shelveInstance>[0];
   shelveOffload: Parameters<typeof shelveOffloadInstance>[0];
   unshelve: Parameters<typeof unshelveInstance>[0];
+  delete: Parameters<typeof deleteInstance>[0];
 }
 export type Action = keyof ActionInputs;
 

@@ -10,6 +10,7 @@ export const VmState = {
   SHELVED: 'shelved',
   SHELVED_OFFLOADED: 'shelved_offloaded',
   ERROR: 'error',
+  DELETED: 'deleted',
 } as const;
 export type VmState = (typeof VmState)[keyof typeof VmState];
 
@@ -21,6 +22,7 @@ export const TaskState = {
   SHELVING_OFFLOADING: 'shelving_offloading',
   UNSHELVING: 'unshelving',
   POWERING_ON: 'powering-on',
+  DELETING: 'deleting',
 } as const;
 export type TaskState = (typeof TaskState)[keyof typeof TaskState];
 
@@ -40,6 +42,16 @@ export const ALLOWED_VM_STATES = {
   shelve: [VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED],
   shelveOffload: [VmState.SHELVED],
   unshelve: [VmState.SHELVED, VmState.SHELVED_OFFLOADED],
+  // Nova deletes from any state; here not while another action holds the instance (its claim).
+  delete: [
+    VmState.ACTIVE,
+    VmState.STOPPED,
+    VmState.PAUSED,
+    VmState.SUSPENDED,
+    VmState.SHELVED,
+    VmState.SHELVED_OFFLOADED,
+    VmState.ERROR,
+  ],
 } as const satisfies Record<string, readonly VmState[]>;
 export type InstanceAction = keyof typeof ALLOWED_VM_STATES;
 
@@ -48,6 +60,7 @@ export const CLAIM_TASK_STATE: Record<InstanceAction, TaskState> = {
   shelve: TaskState.SHELVING,
   shelveOffload: TaskState.SHELVING_OFFLOADING,
   unshelve: TaskState.UNSHELVING,
+  delete: TaskState.DELETING,
 };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -68,6 +81,7 @@ export function serverStatus(vmState: VmState): string {
     shelved: 'SHELVED',
     shelved_offloaded: 'SHELVED_OFFLOADED',
     error: 'ERROR',
+    deleted: 'DELETED',
   };
   return byVmState[vmState];
 }

@@ -7,7 +7,10 @@ export function computeTaskQueue(host: string): string {
 }
 
 /** Readable workflow ids derived from the instance uuid, e.g. shelve-6f1c…, so the Web UI finds them. */
-export function workflowId(action: 'build' | 'shelve' | 'shelveOffload' | 'unshelve', instanceUuid: string): string {
+export function workflowId(
+  action: 'build' | 'shelve' | 'shelveOffload' | 'unshelve' | 'delete',
+  instanceUuid: string,
+): string {
   return `${action}-${instanceUuid}`;
 }
 

@@ -33,7 +33,8 @@ export function tagWorkflow(tags: { instanceUuid?: string; action?: string; host
   if (tags.instanceUuid) pairs.push({ key: InstanceUuid, value: tags.instanceUuid });
   if (tags.action) pairs.push({ key: InstanceAction, value: tags.action });
   if (tags.host) pairs.push({ key: ComputeHost, value: tags.host });
-  upsertSearchAttributes(pairs);
+  // Temporal refuses an upsert of nothing (an offloaded instance has no host to tag).
+  if (pairs.length > 0) upsertSearchAttributes(pairs);
 }
 
 /** Names the step the workflow is in, for the Web UI's current details and the logs. */

@@ -1,5 +1,6 @@
 // The workflows the conductor worker runs.
 export { buildInstance } from './build.js';
+export { deleteInstance } from './delete.js';
 export { shelveOffloadInstance } from './offload.js';
 export { shelvedOffloadTimer } from './offload-timer.js';
 export { shelveInstance } from './shelve.js';

@@ -56,10 +56,15 @@ const ENDPOINTS: Record<string, Endpoint> = {
     request: ({ serverId, requestId }) => ({ url: `/v2.1/servers/${serverId}/os-instance-actions/${requestId}` }),
     expect: PROJECT,
   },
-  // The server is in vm_state error, where every action is refused (409): nothing is set in
-  // motion, and a 409 shows the caller got past the project and policy checks.
+  // The server is held by another request (task_state deleting), so every action and the delete
+  // are refused (409): nothing is set in motion, and a 409 shows the caller got past the project
+  // and policy checks.
   'POST /v2.1/servers/:id/action': {
     request: ({ serverId }) => ({ url: `/v2.1/servers/${serverId}/action`, body: { shelve: null } }),
+    expect: { nobody: 401, forged: 401, stranger: 404, owner: 409, admin: 409 },
+  },
+  'DELETE /v2.1/servers/:id': {
+    request: ({ serverId }) => ({ url: `/v2.1/servers/${serverId}` }),
     expect: { nobody: 401, forged: 401, stranger: 404, owner: 409, admin: 409 },
   },
   // The flavor is unknown, so that nothing is built (400 naming the flavor); that another project
@@ -107,7 +112,10 @@ describe('project isolation and admin-only actions, on every endpoint', () => {
     api = buildApi({ config: stack.config, pool: stack.pool, client: stack.client });
     await api.ready();
     const instance = await stub.buildInstance();
-    await stack.pool.query(`UPDATE instances SET vm_state = 'error' WHERE uuid = $1`, [instance.uuid]);
+    await stack.pool.query(
+      `UPDATE instances SET task_state = 'deleting', task_request_id = 'req-isolation' WHERE uuid = $1`,
+      [instance.uuid],
+    );
     const actions = await call('GET', `/v2.1/servers/${instance.uuid}/os-instance-actions`, 'admin');
     resources = {
       serverId: instance.uuid,
@@ -125,7 +133,7 @@ describe('project isolation and admin-only actions, on every endpoint', () => {
   function call(method: string, url: string, who: Caller, body?: unknown) {
     const token = caller[who];
     return api.inject({
-      method: method as 'GET' | 'POST',
+      method: method as 'GET' | 'POST' | 'DELETE',
       url,
       headers: {
         ...(token ? { 'x-auth-token': token } : {}),

@@ -114,4 +114,10 @@ describe('the openstack client against the API', () => {
     }[];
     expect(events.map((event) => event.Action)).toEqual(['unshelve', 'shelveOffload', 'shelve', 'create']);
   });
+
+  it('deletes the server: its domain goes from the host', async () => {
+    await openstack(member, ['server', 'delete', '--wait', serverId]);
+    await expect(openstack(member, ['server', 'show', serverId])).rejects.toThrow(/No server with a name or ID/);
+    expect(await stack.libvirt.lookupInstance(serverId)).toBeNull();
+  });
 });

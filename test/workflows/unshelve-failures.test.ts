@@ -74,7 +74,7 @@ describe('a failed unshelve of an offloaded instance', () => {
     expect(await stack.glance.getImage(testOwner, imageId)).toBeNull();
   });
 
-  it('when the image was deleted behind its back: a clear error, still SHELVED_OFFLOADED (Nova: ERROR)', async () => {
+  it('when the image was deleted behind its back: a clear error, still SHELVED_OFFLOADED (Nova: ERROR), still deletable', async () => {
     const offloaded = await offloadedInstance();
     const imageId = offloaded.systemMetadata.shelved_image_id!;
     await stack.glance.deleteImage(testOwner, imageId);
@@ -87,6 +87,9 @@ describe('a failed unshelve of an offloaded instance', () => {
       taskState: null,
       host: null,
     });
+
+    await (await startAction(stack.client, stack.config, 'delete', { instanceUuid: offloaded.uuid })).result();
+    await expect(getInstance(stack.pool, offloaded.uuid)).rejects.toMatchObject({ type: 'InstanceNotFound' });
   });
 
   it('when the named host is unknown: refused before anything moves', async () => {
