@@ -1,11 +1,17 @@
 // What every action workflow does the same way: read its input, tag itself for the Web UI,
 // and fail with the readable reason rather than a wrapper.
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
-import { setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
-import { ComputeHost, InstanceAction, InstanceUuid } from '../lib/temporal.js';
+import {
+  getExternalWorkflowHandle,
+  log,
+  setCurrentDetails,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { ComputeHost, InstanceAction, InstanceUuid, offloadTimerWorkflowId } from '../lib/temporal.js';
 import type { ClaimRequest } from '../activities/database.js';
 import type { Instance } from '../lib/nova.js';
-import { actionLog, database } from './activities.js';
+import { actionLog, database, images } from './activities.js';
 
 export interface ActionInput {
   instanceUuid: string;
@@ -123,4 +129,28 @@ export async function withRollback<T>(body: () => Promise<T>, rollback: (error: 
     await rollback(reason(error));
     throw reason(error);
   }
+}
+
+/**
+ * Ends the offload timer a shelve started, when an action takes the shelved instance first: the
+ * claim already keeps a stale timer from acting; this just ends it. It may have ended on its own.
+ */
+export async function cancelOffloadTimer(instanceUuid: string, imageId: string): Promise<void> {
+  await getExternalWorkflowHandle(offloadTimerWorkflowId(instanceUuid, imageId))
+    .cancel()
+    .catch(() => undefined);
+}
+
+/**
+ * Deletes the instance's shelve snapshot, as an event of the action. Best effort, as in Nova:
+ * an unshelved instance must stay running, a deleted one gone, whatever Glance answers.
+ */
+export async function deleteSnapshotImage(requestId: string, instance: Instance, imageId: string): Promise<void> {
+  await inEvent(
+    { requestId, name: 'delete_snapshot_image', host: null, details: `deleting snapshot image ${imageId}` },
+    () =>
+      images
+        .deleteImage({ owner: instance, imageId })
+        .catch((error: unknown) => log.warn('snapshot image not deleted', { imageId, error: String(reason(error)) })),
+  );
 }

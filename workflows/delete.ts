@@ -1,16 +1,15 @@
 // Delete: the server goes, with its domain and files on its host and its shelve snapshot in
 // Glance; its volumes stay. A shelved or offloaded server is deleted as any other, whatever
 // became of its snapshot (spec §6: delete always works on a shelved server).
-import { getExternalWorkflowHandle, log } from '@temporalio/workflow';
-import { offloadTimerWorkflowId } from '../lib/temporal.js';
-import { configuredComputeHosts, database, images } from './activities.js';
+import { configuredComputeHosts, database } from './activities.js';
 import {
   type ActionInput,
+  cancelOffloadTimer,
   checkedInput,
   claim,
+  deleteSnapshotImage,
   inAction,
   inEvent,
-  reason,
   tagWorkflow,
   withRollback,
 } from './common.js';
@@ -24,12 +23,7 @@ export async function deleteInstance(rawInput: ActionInput): Promise<void> {
   const imageId = instance.systemMetadata.shelved_image_id;
 
   await inAction(requestId, async () => {
-    if (imageId) {
-      // A pending offload timer has nothing left to offload; it may have ended on its own.
-      await getExternalWorkflowHandle(offloadTimerWorkflowId(instanceUuid, imageId))
-        .cancel()
-        .catch(() => undefined);
-    }
+    if (imageId) await cancelOffloadTimer(instanceUuid, imageId);
     if (host) {
       const compute = await configuredComputeHosts();
       // A host that cannot take the step (its worker down past COMPUTE_HOST_TIMEOUT) leaves the
@@ -48,19 +42,7 @@ export async function deleteInstance(rawInput: ActionInput): Promise<void> {
         () => database.releaseInstance({ instanceUuid, requestId }),
       );
     }
-    if (imageId) {
-      await inEvent(
-        { requestId, name: 'delete_snapshot_image', host: null, details: `deleting snapshot image ${imageId}` },
-        // Best effort, as in Nova: an image already gone, or one Glance will not delete, does not
-        // keep the server alive.
-        () =>
-          images
-            .deleteImage({ owner: instance, imageId })
-            .catch((error: unknown) =>
-              log.warn('snapshot image not deleted', { imageId, error: String(reason(error)) }),
-            ),
-      );
-    }
+    if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
     await database.markInstanceDeleted({ instanceUuid, requestId });
   });
 }

@@ -1,19 +1,19 @@
 // Unshelve: a SHELVED instance powers on again on its own host; a SHELVED_OFFLOADED one is
 // spawned as new from its snapshot on a host the scheduler picks (or the one asked for). Then
 // the snapshot is deleted and the shelve metadata cleared (spec §1.6).
-import { ApplicationFailure, getExternalWorkflowHandle, log } from '@temporalio/workflow';
+import { ApplicationFailure } from '@temporalio/workflow';
 import type { RootDiskSource } from '../activities/compute.js';
 import { type Instance, PowerState, rootVolume, SHELVE_METADATA_KEYS, TaskState, VmState } from '../lib/nova.js';
 import { targetZone } from '../lib/scheduler.js';
-import { offloadTimerWorkflowId } from '../lib/temporal.js';
 import { type ComputeHosts, configuredComputeHosts, database, images } from './activities.js';
 import {
   type ActionInput,
+  cancelOffloadTimer,
   checkedInput,
   claim,
+  deleteSnapshotImage,
   inAction,
   inEvent,
-  reason,
   tagWorkflow,
   withRollback,
 } from './common.js';
@@ -57,13 +57,7 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
 
   return inAction(requestId, async () => {
     const compute = await configuredComputeHosts();
-    if (imageId && instance.vmState === VmState.SHELVED) {
-      // A pending offload timer of this shelve has nothing left to do; the claim above already
-      // keeps it from acting, this just ends it. It may have ended on its own: that is fine.
-      await getExternalWorkflowHandle(offloadTimerWorkflowId(instanceUuid, imageId))
-        .cancel()
-        .catch(() => undefined);
-    }
+    if (imageId && instance.vmState === VmState.SHELVED) await cancelOffloadTimer(instanceUuid, imageId);
 
     const unshelved = await withRollback(
       async () => {
@@ -82,18 +76,7 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
       () => database.releaseInstance({ instanceUuid, requestId }),
     );
 
-    if (imageId) {
-      await inEvent(
-        { requestId, name: 'delete_snapshot_image', host: null, details: `deleting snapshot image ${imageId}` },
-        // Best effort, as in Nova: the instance is already running and must stay so.
-        () =>
-          images
-            .deleteImage({ owner: instance, imageId })
-            .catch((error: unknown) =>
-              log.warn('snapshot image not deleted', { imageId, error: String(reason(error)) }),
-            ),
-      );
-    }
+    if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
     return unshelved;
   });
 }

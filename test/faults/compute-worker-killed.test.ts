@@ -14,7 +14,7 @@ import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import { type Config, loadConfig } from '../../lib/config.js';
 import type { Instance } from '../../lib/nova.js';
-import { midTransfer } from '../support/faults.js';
+import { expectSingleSnapshot, midTransfer, startShelve } from '../support/faults.js';
 import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { startWorkerProcess, type WorkerProcess } from '../support/worker-process.js';
@@ -57,17 +57,11 @@ describe('the compute worker killed mid-transfer', () => {
 
   it('during the snapshot upload: the shelve completes, with one image and no domain left', async () => {
     const { instanceUuid } = vm;
-    const handle = await startAction(stack.client, stack.config, 'shelve', {
-      instanceUuid,
-      shutdownTimeout: 0,
-      shelvedOffloadTime: 0,
-    });
+    const handle = await startShelve(stack, instanceUuid);
     const instance = await crashAndRestart(handle, 'upload');
 
     expect(instance).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
-    const imageId = (await getInstance(stack.pool, instanceUuid)).systemMetadata.shelved_image_id;
-    const images = await stack.glance.listImages(e2eOwner, { name: `${vm.displayName}-shelved` });
-    expect(images.map((image) => [image.id, image.status])).toEqual([[imageId, 'active']]);
+    await expectSingleSnapshot(stack, vm);
     expect(await stack.libvirt.lookupInstance(instanceUuid)).toBeNull();
     expect(existsSync(instanceDirectory(hostConfig.compute.instancesPath, instanceUuid))).toBe(false);
     const [shelve] = await listInstanceActions(stack.pool, instanceUuid);

@@ -12,8 +12,8 @@ import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instanceDirectory } from '../../activities/compute.js';
 import { getInstance } from '../../activities/database.js';
-import { startAction } from '../../lib/actions.js';
 import { type Config, loadConfig } from '../../lib/config.js';
+import { startShelve } from '../support/faults.js';
 import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { startWorkerProcess, type WorkerProcess } from '../support/worker-process.js';
@@ -51,11 +51,7 @@ describe('the host disk full during a snapshot', () => {
 
   it('fails the shelve cleanly and leaves the instance running as it was', async () => {
     const { instanceUuid } = vm;
-    const handle = await startAction(stack.client, stack.config, 'shelve', {
-      instanceUuid,
-      shutdownTimeout: 0,
-      shelvedOffloadTime: 0,
-    });
+    const handle = await startShelve(stack, instanceUuid);
     const error = (await handle.result().catch((failure: unknown) => failure)) as WorkflowFailedError;
     expect(error).toBeInstanceOf(WorkflowFailedError);
     expect(error.cause).toMatchObject({

@@ -10,7 +10,14 @@ import { listInstanceActions } from '../../activities/action-log.js';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
-import { midTransfer, stackDir, startStack, stopService } from '../support/faults.js';
+import {
+  expectSingleSnapshot,
+  midTransfer,
+  stackDir,
+  startShelve,
+  startStack,
+  stopService,
+} from '../support/faults.js';
 import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -31,11 +38,7 @@ describe('Glance failing', () => {
 
   it('stopped during the snapshot upload for longer than a retry interval: the shelve completes', async () => {
     const { instanceUuid } = vm;
-    const handle = await startAction(stack.client, stack.config, 'shelve', {
-      instanceUuid,
-      shutdownTimeout: 0,
-      shelvedOffloadTime: 0,
-    });
+    const handle = await startShelve(stack, instanceUuid);
     await midTransfer(handle, 'upload');
     await stopService('glance');
     await sleep(5000);
@@ -43,9 +46,7 @@ describe('Glance failing', () => {
     const instance = (await handle.result()) as Instance;
 
     expect(instance).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
-    const imageId = (await getInstance(stack.pool, instanceUuid)).systemMetadata.shelved_image_id;
-    const images = await stack.glance.listImages(e2eOwner, { name: `${vm.displayName}-shelved` });
-    expect(images.map((image) => [image.id, image.status])).toEqual([[imageId, 'active']]);
+    await expectSingleSnapshot(stack, vm);
   });
 
   it('serving a corrupted image: the unshelve refuses it, the instance stays SHELVED_OFFLOADED', async () => {

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
-import { startStack, stopService } from '../support/faults.js';
+import { startShelve, startStack, stopService } from '../support/faults.js';
 import { buildKnownVm, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -27,11 +27,7 @@ describe('libvirtd restarted mid-shelve', () => {
   it('while the domain is powered off: the shelve completes, then the unshelve, the disk intact', async () => {
     const { instanceUuid } = vm;
     // A guest with no OS ignores the shutdown request: 4 s of waiting for it to restart libvirtd in.
-    const shelve = await startAction(stack.client, stack.config, 'shelve', {
-      instanceUuid,
-      shutdownTimeout: 4,
-      shelvedOffloadTime: 0,
-    });
+    const shelve = await startShelve(stack, instanceUuid, 4);
     while ((await getInstance(stack.pool, instanceUuid)).taskState !== 'shelving') await sleep(50);
     await sleep(1000);
     await stopService('libvirtd');

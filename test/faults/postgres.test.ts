@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
+import { startShelve } from '../support/faults.js';
 import { buildKnownVm, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -41,11 +42,7 @@ describe('PostgreSQL dropping its connections mid-action', () => {
   it('during a shelve and an unshelve: both complete, the disk intact', async () => {
     const { instanceUuid } = vm;
     // A guest with no OS ignores the shutdown request: 2 s in 'shelving' to drop connections in.
-    const shelve = await startAction(stack.client, stack.config, 'shelve', {
-      instanceUuid,
-      shutdownTimeout: 2,
-      shelvedOffloadTime: 0,
-    });
+    const shelve = await startShelve(stack, instanceUuid, 2);
     expect(await dropConnectionsIn('shelving')).toBeGreaterThan(0);
     expect(await shelve.result()).toMatchObject({ vmState: 'shelved_offloaded', taskState: null });
 

@@ -3,10 +3,9 @@
 // the server, and the shelve completes with one image and the guest's bytes intact.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
-import { midTransfer, startStack, stopService } from '../support/faults.js';
-import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
+import { expectSingleSnapshot, midTransfer, startShelve, startStack, stopService } from '../support/faults.js';
+import { buildKnownVm, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 describe('the Temporal server restarted mid-shelve', () => {
@@ -26,20 +25,14 @@ describe('the Temporal server restarted mid-shelve', () => {
 
   it('during the snapshot upload: the shelve completes, then the unshelve, the disk intact', async () => {
     const { instanceUuid } = vm;
-    const shelve = await startAction(stack.client, stack.config, 'shelve', {
-      instanceUuid,
-      shutdownTimeout: 0,
-      shelvedOffloadTime: 0,
-    });
+    const shelve = await startShelve(stack, instanceUuid);
     await midTransfer(shelve, 'upload');
     await stopService('temporal');
     await sleep(3000);
     await startStack();
 
     expect(await shelve.result()).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
-    const imageId = (await getInstance(stack.pool, instanceUuid)).systemMetadata.shelved_image_id;
-    const images = await stack.glance.listImages(e2eOwner, { name: `${vm.displayName}-shelved` });
-    expect(images.map((image) => [image.id, image.status])).toEqual([[imageId, 'active']]);
+    await expectSingleSnapshot(stack, vm);
     const unshelve = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid });
     expect(await unshelve.result()).toMatchObject({ vmState: 'active', taskState: null, powerState: 1 });
     expect(await vm.diskIsIntact(stack.config)).toBe(true);

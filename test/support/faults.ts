@@ -6,7 +6,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
-import { currentProgress } from '../../lib/actions.js';
+import { expect } from 'vitest';
+import { getInstance } from '../../activities/database.js';
+import { currentProgress, startAction } from '../../lib/actions.js';
+import { e2eOwner, type KnownVm } from './known-vm.js';
+import type { TestStack } from './stack.js';
 
 const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const stackDir = process.env.STACK_DIR ?? path.join(repoDir, '.stack');
@@ -43,4 +47,19 @@ export async function stopService(service: 'temporal' | 'glance' | 'libvirtd'): 
 /** Starts whatever of the stack is not running (scripts/stack up), with its state kept on disk. */
 export async function startStack(): Promise<void> {
   await promisify(execFile)('bash', [path.join(repoDir, 'scripts', 'stack'), 'up'], { env: process.env });
+}
+
+/**
+ * Starts a shelve that offloads at once, after `shutdownTimeout` seconds of waiting for a clean
+ * shutdown the guest (no OS) never does: the window a fault is injected in, or none.
+ */
+export function startShelve(stack: TestStack, instanceUuid: string, shutdownTimeout = 0): Promise<WorkflowHandle> {
+  return startAction(stack.client, stack.config, 'shelve', { instanceUuid, shutdownTimeout, shelvedOffloadTime: 0 });
+}
+
+/** The instance's shelve snapshot is its one image in Glance, and active: none orphaned or doubled. */
+export async function expectSingleSnapshot(stack: TestStack, vm: KnownVm): Promise<void> {
+  const imageId = (await getInstance(stack.pool, vm.instanceUuid)).systemMetadata.shelved_image_id;
+  const images = await stack.glance.listImages(e2eOwner, { name: `${vm.displayName}-shelved` });
+  expect(images.map((image) => [image.id, image.status])).toEqual([[imageId, 'active']]);
 }
