@@ -1,6 +1,6 @@
 // OpenStack Glance v2 (images): the calls a shelve and an unshelve need, nothing more.
+import { createHash } from 'node:crypto';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import { Worker } from 'node:worker_threads';
 import { ApplicationFailure } from '@temporalio/common';
 import axios, { type AxiosInstance, isAxiosError } from 'axios';
 import type { Config } from './config.js';
@@ -40,68 +40,28 @@ export interface RequestContext {
   userId: string;
 }
 
-// sha512 in a thread of its own: hashing costs about as much CPU as moving the bytes, and on
-// the stream's own thread it would slow every upload and download by that much.
-const HASHER = `
-const { parentPort } = require('node:worker_threads');
-const hash = require('node:crypto').createHash('sha512');
-parentPort.on('message', (chunk) => {
-  if (chunk === null) parentPort.postMessage(hash.digest('hex'));
-  else {
-    hash.update(chunk);
-    parentPort.postMessage(chunk.byteLength);
-  }
-});`;
-/** Bytes handed to the hashing thread and not hashed yet, past which the stream waits for it. */
-const MAX_UNHASHED = 32 * 1024 * 1024;
-
 /**
  * Counts and hashes the bytes passing through with sha512, as Glance does for its os_hash_value:
  * what is compared with Glance's record on upload and download. (Glance's md5 `checksum` would
- * cost as much again for nothing.)
+ * cost as much again for nothing.) The hash runs on the stream's own thread: the chunk is hashed
+ * where it is, with no copy, so memory stays flat however large the image. A hashing thread was
+ * measured against this (bench/RESULTS.md): the chunks copied to it cost about 100 MiB more and,
+ * on two cores beside glance-api, bought no speed.
  */
 export class ImageDigest extends Transform {
   bytes = 0;
-  private unhashed = 0;
-  // Without the parent's flags: a loader such as tsx has nothing to do in this thread.
-  private readonly hasher = new Worker(HASHER, { eval: true, execArgv: [] });
-  private readonly osHashValue: Promise<string>;
-  private waiting: (() => void) | undefined;
-  private digestRequested = false;
+  private readonly hash = createHash('sha512');
+  private osHashValue: string | undefined;
 
   constructor(private readonly onProgress: (bytes: number) => void = () => undefined) {
-    super({ highWaterMark: 4 * 1024 * 1024 });
-    this.osHashValue = new Promise((resolve, reject) => {
-      this.hasher.on('message', (message: number | string) => {
-        if (typeof message === 'string') resolve(message);
-        else this.unhashed -= message;
-        if (this.waiting && (typeof message === 'string' || this.unhashed <= MAX_UNHASHED)) {
-          const resume = this.waiting;
-          this.waiting = undefined;
-          resume();
-        }
-      });
-      this.hasher.on('error', (error) => {
-        reject(error);
-        this.destroy(error);
-      });
-    });
-    this.osHashValue.catch(() => undefined);
-    // The thread ends with the digest (result()), or with a stream that failed.
-    this.once('close', () => {
-      if (this.errored) void this.hasher.terminate();
-    });
+    super({ highWaterMark: 1024 * 1024 });
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.bytes += chunk.length;
-    this.unhashed += chunk.length;
-    // A copy: the chunk itself goes on down the stream.
-    this.hasher.postMessage(new Uint8Array(chunk));
+    this.hash.update(chunk);
     this.onProgress(this.bytes);
-    this.push(chunk);
-    if (this.unhashed > MAX_UNHASHED) this.waiting = () => callback();
-    else callback();
+    callback(null, chunk);
   }
 
   /**
@@ -110,13 +70,8 @@ export class ImageDigest extends Transform {
    * the end of the stream.
    */
   async result(): Promise<{ osHashValue: string; bytes: number }> {
-    if (!this.digestRequested) {
-      this.digestRequested = true;
-      this.hasher.postMessage(null);
-    }
-    const osHashValue = await this.osHashValue;
-    void this.hasher.terminate();
-    return { osHashValue, bytes: this.bytes };
+    this.osHashValue ??= this.hash.digest('hex');
+    return { osHashValue: this.osHashValue, bytes: this.bytes };
   }
 }
 
