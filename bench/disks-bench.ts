@@ -175,44 +175,11 @@ async function benchDisk(
   const floorShelveTotal = samples.sum('destroy', 'floorPut');
   const novaUnshelveTotal = samples.sum('novaDownload', 'novaRaw', 'novaOverlay', 'novaStart');
   const floorUnshelveTotal = samples.sum('floorDownload', 'floorStart');
-  const versusNova = VERSUS_NOVA[plan.kind];
   figures.shelve.push(
-    { section: 'shelve', name: `${t}: vm-shelve`, unit: 's', samples: samples.get('shelve') },
-    { section: 'shelve', name: `${t}: Nova's method`, unit: 's', samples: novaShelveTotal },
-    { section: 'shelve', name: `${t}: floor`, unit: 's', samples: floorShelveTotal },
-    {
-      section: 'shelve',
-      name: `${t}: vm-shelve / Nova's method`,
-      unit: 'ratio',
-      samples: ratios(samples.get('shelve'), novaShelveTotal),
-      ...(versusNova && { target: { bound: 'at most', value: versusNova } }),
-    },
-    {
-      section: 'shelve',
-      name: `${t}: vm-shelve / floor`,
-      unit: 'ratio',
-      samples: ratios(samples.get('shelve'), floorShelveTotal),
-      target: { bound: 'at most', value: 1.1 },
-    },
+    ...comparison('shelve', t, samples.get('shelve'), novaShelveTotal, floorShelveTotal, VERSUS_NOVA[plan.kind]),
   );
   figures.unshelve.push(
-    { section: 'unshelve', name: `${t}: vm-shelve`, unit: 's', samples: samples.get('unshelve') },
-    { section: 'unshelve', name: `${t}: Nova's method`, unit: 's', samples: novaUnshelveTotal },
-    { section: 'unshelve', name: `${t}: floor`, unit: 's', samples: floorUnshelveTotal },
-    {
-      section: 'unshelve',
-      name: `${t}: vm-shelve / Nova's method`,
-      unit: 'ratio',
-      samples: ratios(samples.get('unshelve'), novaUnshelveTotal),
-      target: { bound: 'at most', value: 0.7 },
-    },
-    {
-      section: 'unshelve',
-      name: `${t}: vm-shelve / floor`,
-      unit: 'ratio',
-      samples: ratios(samples.get('unshelve'), floorUnshelveTotal),
-      target: { bound: 'at most', value: 1.1 },
-    },
+    ...comparison('unshelve', t, samples.get('unshelve'), novaUnshelveTotal, floorUnshelveTotal, 0.7),
   );
   const part = (name: string, unit: string, key: string, digits = 2): Figure => ({
     section: 'parts',
@@ -271,4 +238,34 @@ export async function benchDisks(ctx: RunContext, plans: readonly DiskPlan[]): P
   for (const plan of plans) ({ removal } = await benchDisk(ctx, plan, figures, removal));
   await removal;
   return figures;
+}
+
+/** vm-shelve's times beside Nova's method and the floor, and its ratios to each, with their targets. */
+function comparison(
+  section: 'shelve' | 'unshelve',
+  title: string,
+  ours: number[],
+  nova: number[],
+  floor: number[],
+  versusNova: number | undefined,
+): Figure[] {
+  return [
+    { section, name: `${title}: vm-shelve`, unit: 's', samples: ours },
+    { section, name: `${title}: Nova's method`, unit: 's', samples: nova },
+    { section, name: `${title}: floor`, unit: 's', samples: floor },
+    {
+      section,
+      name: `${title}: vm-shelve / Nova's method`,
+      unit: 'ratio',
+      samples: ratios(ours, nova),
+      ...(versusNova && { target: { bound: 'at most', value: versusNova } }),
+    },
+    {
+      section,
+      name: `${title}: vm-shelve / floor`,
+      unit: 'ratio',
+      samples: ratios(ours, floor),
+      target: { bound: 'at most', value: 1.1 },
+    },
+  ];
 }
