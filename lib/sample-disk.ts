@@ -2,7 +2,7 @@
 // from and a raw reference to compare with. Used by the demo and the tests.
 import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, stat } from 'node:fs/promises';
+import { mkdir, open, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { GlanceClient, RequestContext } from './glance.js';
 import { convert } from './qemu-img.js';
@@ -33,6 +33,11 @@ export async function createSampleDisk(dir: string, name: string, sizeMiB = 64):
   const image = path.join(dir, `${name}.qcow2`);
   await convert(reference, image, 'qcow2');
   return { image, reference };
+}
+
+/** Removes both files: a test's disks are gigabytes, and every run makes new ones. */
+export async function removeSampleDisk(disk: SampleDisk): Promise<void> {
+  await Promise.all([rm(disk.image, { force: true }), rm(disk.reference, { force: true })]);
 }
 
 /** Uploads a qcow2 file to Glance as a private boot image; returns its id. */

@@ -13,7 +13,7 @@ import { getInstance } from '../../activities/database.js';
 import { buildApi } from '../../api/server.js';
 import type { Action } from '../../lib/actions.js';
 import { type Instance, shelvedImageName } from '../../lib/nova.js';
-import { createSampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
+import { createSampleDisk, removeSampleDisk, type SampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
 import { workflowId } from '../../lib/temporal.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -33,19 +33,21 @@ describe('hostile server names', () => {
   let stack: TestStack;
   let api: FastifyInstance;
   let imageId: string;
+  let disk: SampleDisk | undefined;
   const created: string[] = [];
 
   beforeAll(async () => {
     // The guest has no OS to answer a clean shutdown: a short timeout, then destroy.
     stack = await startTestStack({ SHELVED_OFFLOAD_TIME: '0', SHUTDOWN_TIMEOUT: '1' });
     api = buildApi({ config: stack.config, pool: stack.pool, client: stack.client });
-    const disk = await createSampleDisk(path.join(tmpdir(), 'vm-shelve-names'), randomUUID(), 16);
+    disk = await createSampleDisk(path.join(tmpdir(), 'vm-shelve-names'), randomUUID(), 16);
     imageId = await uploadBootImage(stack.glance, owner, disk.image, { id: randomUUID(), name: 'names-boot' });
   });
 
   afterAll(async () => {
     for (const uuid of created) await stack.compute.removeInstance(uuid);
     await stack?.glance.deleteImage(owner, imageId);
+    if (disk) await removeSampleDisk(disk);
     await api?.close();
     await stack?.stop();
   });

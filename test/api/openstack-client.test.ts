@@ -12,7 +12,7 @@ import { rootDiskFile } from '../../activities/compute.js';
 import { getInstance } from '../../activities/database.js';
 import { buildApi } from '../../api/server.js';
 import { sameGuestContent } from '../../lib/qemu-img.js';
-import { createSampleDisk, type SampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
+import { createSampleDisk, removeSampleDisk, type SampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 const run = promisify(execFile);
@@ -59,6 +59,7 @@ describe('the openstack client against the API', () => {
   afterAll(async () => {
     if (serverId) await stack.compute.removeInstance(serverId);
     if (imageId) await stack.glance.deleteImage({ projectId: project, userId: 'osc-user' }, imageId);
+    if (disk) await removeSampleDisk(disk);
     await api?.close();
     await stack?.stop();
   });

@@ -11,7 +11,7 @@ import { startAction } from '../../lib/actions.js';
 import type { Config } from '../../lib/config.js';
 import type { Flavor } from '../../lib/nova.js';
 import { sameGuestContent } from '../../lib/qemu-img.js';
-import { createSampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
+import { createSampleDisk, removeSampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
 import { guestWrite, type TestStack } from './stack.js';
 
 export const e2eOwner = { projectId: 'e2e-project', userId: 'e2e-user' };
@@ -26,7 +26,7 @@ export interface KnownVm {
   diskIsIntact(hostConfig: Config): Promise<boolean>;
   /**
    * Removes the VM from the host `hostConfig` describes (the stack's own by default): its domain,
-   * files and record, and its boot image from Glance.
+   * files and record, its boot image from Glance, and its sample disk files.
    */
   remove(hostConfig?: Config): Promise<void>;
 }
@@ -80,6 +80,7 @@ export async function buildKnownVm(
       await new MockActivityEnvironment().run(compute.destroyInstance, { instanceUuid });
       await stack.pool.query('DELETE FROM instances WHERE uuid = $1', [instanceUuid]);
       await stack.glance.deleteImage(e2eOwner, bootImageId);
+      await removeSampleDisk(disk);
     },
   };
 }
