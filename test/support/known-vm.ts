@@ -1,7 +1,7 @@
 // A real VM whose disk holds known random bytes, both from its boot image and written by the
 // guest into its qcow2 overlay, with a raw reference file to compare any later disk against.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { open } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -26,7 +26,8 @@ export interface KnownVm {
   diskIsIntact(hostConfig: Config): Promise<boolean>;
   /**
    * Removes the VM from the host `hostConfig` describes (the stack's own by default): its domain,
-   * files and record, its boot image from Glance, and its sample disk files.
+   * files and record, its boot image from Glance and the host's image cache, a shelve snapshot
+   * it may still have, and its sample disk files.
    */
   remove(hostConfig?: Config): Promise<void>;
 }
@@ -78,8 +79,13 @@ export async function buildKnownVm(
     remove: async (hostConfig = stack.config) => {
       const compute = createComputeActivities(hostConfig.compute, stack.libvirt, stack.glance);
       await new MockActivityEnvironment().run(compute.destroyInstance, { instanceUuid });
+      // A test may end with the instance offloaded, its snapshot kept for an unshelve.
+      const instance = await getInstance(stack.pool, instanceUuid).catch(() => null);
+      const shelvedImageId = instance?.systemMetadata.shelved_image_id;
+      if (shelvedImageId) await stack.glance.deleteImage(e2eOwner, shelvedImageId);
       await stack.pool.query('DELETE FROM instances WHERE uuid = $1', [instanceUuid]);
       await stack.glance.deleteImage(e2eOwner, bootImageId);
+      await rm(path.join(hostConfig.compute.instancesPath, '_base', bootImageId), { force: true });
       await removeSampleDisk(disk);
     },
   };
