@@ -154,7 +154,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
       await rm(partial, { force: true });
       return failWhenDiskFull(`image ${imageId}`)(error);
     });
-    const { osHashValue, bytes } = await digest.result();
+    const { osHashValue, bytes } = digest.result();
     if (image.os_hash_value && image.os_hash_value !== osHashValue) {
       await rm(partial, { force: true });
       throw ApplicationFailure.create({
@@ -315,7 +315,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
         const digest = new ImageDigest(progressReporter('upload', size));
         const data = createReadStream(source, { highWaterMark: UPLOAD_READ_SIZE }).pipe(digest);
         await glance.uploadImageData(instance, imageId, data, size, cancellationSignal);
-        const sent = await digest.result();
+        const sent = digest.result();
         const stored = await glance.getImage(instance, imageId);
         if (stored?.status !== 'active' || stored.os_hash_value !== sent.osHashValue) {
           throw ApplicationFailure.create({

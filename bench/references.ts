@@ -98,8 +98,7 @@ async function download(bench: Bench, imageId: string, file: string, verify: boo
     const image = await bench.glance.getImage(BENCH_OWNER, imageId);
     const digest = new ImageDigest();
     await pipeline(await bench.glance.downloadImageData(BENCH_OWNER, imageId), digest, createWriteStream(file));
-    if ((await digest.result()).osHashValue !== image?.os_hash_value)
-      throw new Error(`image ${imageId}: sha512 mismatch`);
+    if (digest.result().osHashValue !== image?.os_hash_value) throw new Error(`image ${imageId}: sha512 mismatch`);
   } else {
     await curl(bench, ['-o', file, `{glance}/v2/images/${imageId}/file`]);
   }

@@ -43,15 +43,13 @@ export interface RequestContext {
 /**
  * Counts and hashes the bytes passing through with sha512, as Glance does for its os_hash_value:
  * what is compared with Glance's record on upload and download. (Glance's md5 `checksum` would
- * cost as much again for nothing.) The hash runs on the stream's own thread: the chunk is hashed
- * where it is, with no copy, so memory stays flat however large the image. A hashing thread was
- * measured against this (bench/RESULTS.md): the chunks copied to it cost about 100 MiB more and,
- * on two cores beside glance-api, bought no speed.
+ * cost as much again for nothing.) Each chunk is hashed where it is, on the stream's own thread:
+ * a hashing thread needs a copy of every chunk, which cost about 100 MiB of memory and, on two
+ * cores beside glance-api, bought no speed (bench/RESULTS.md).
  */
 export class ImageDigest extends Transform {
   bytes = 0;
   private readonly hash = createHash('sha512');
-  private osHashValue: string | undefined;
 
   constructor(private readonly onProgress: (bytes: number) => void = () => undefined) {
     super({ highWaterMark: 1024 * 1024 });
@@ -65,13 +63,11 @@ export class ImageDigest extends Transform {
   }
 
   /**
-   * The bytes and their sha512, once the stream has passed them all. Asked for then, not at the
-   * stream's end: a reader that takes only Content-Length bytes (an HTTP upload) may never read
-   * the end of the stream.
+   * Call once, when the stream has passed all its bytes: not at the stream's end, which a reader
+   * that takes only Content-Length bytes (an HTTP upload) may never read.
    */
-  async result(): Promise<{ osHashValue: string; bytes: number }> {
-    this.osHashValue ??= this.hash.digest('hex');
-    return { osHashValue: this.osHashValue, bytes: this.bytes };
+  result(): { osHashValue: string; bytes: number } {
+    return { osHashValue: this.hash.digest('hex'), bytes: this.bytes };
   }
 }
 

@@ -1,5 +1,6 @@
 // Names shared by the workflows and the clients that start them. Workflow-safe: no I/O.
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import type { Action } from './actions.js';
 
 /** Task queue of a compute host's worker: hypervisor work runs only there. */
 export function computeTaskQueue(host: string): string {
@@ -7,10 +8,7 @@ export function computeTaskQueue(host: string): string {
 }
 
 /** Readable workflow ids derived from the instance uuid, e.g. shelve-6f1c…, so the Web UI finds them. */
-export function workflowId(
-  action: 'build' | 'shelve' | 'shelveOffload' | 'unshelve' | 'delete',
-  instanceUuid: string,
-): string {
+export function workflowId(action: Action, instanceUuid: string): string {
   return `${action}-${instanceUuid}`;
 }
 
