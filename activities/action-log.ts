@@ -24,6 +24,8 @@ export interface InstanceActionRecord {
   startTime: string;
   finishTime: string | null;
   message: string | null;
+  /** The workflow that runs the action (null for actions recorded before it was kept). */
+  workflowId: string | null;
   events: ActionEvent[];
 }
 
@@ -81,6 +83,7 @@ export async function listInstanceActions(pool: Pool, instanceUuid: string): Pro
     startTime: (row.start_time as Date).toISOString(),
     finishTime: row.finish_time ? (row.finish_time as Date).toISOString() : null,
     message: row.message,
+    workflowId: row.workflow_id,
     // json_agg gives PostgreSQL's timestamp text: made ISO like the action's own times.
     events: (row.events as ActionEvent[]).map((event) => ({
       ...event,

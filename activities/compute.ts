@@ -3,7 +3,7 @@
 // retry after a crash finds its own half-done work and finishes it.
 import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -11,7 +11,14 @@ import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { DomainState } from '@unraid/libvirt';
 import type { Config } from '../lib/config.js';
-import { type GlanceClient, ImageDigest } from '../lib/glance.js';
+import {
+  checkImage,
+  ImageFormatError,
+  type InspectedImage,
+  imageRefusal,
+  inspectImageFile,
+} from '../lib/format-inspector.js';
+import { expectedHash, type GlanceClient, type GlanceImage, ImageDigest, type RequestContext } from '../lib/glance.js';
 import {
   type DomainDisk,
   domainXml,
@@ -38,7 +45,26 @@ export interface Progress {
   step: string;
   bytesDone?: number;
   bytesTotal?: number;
+  /**
+   * The hash of what an upload sent, once sent: a retry of the same snapshot finds it here, and
+   * accepts an image it finds active only with this hash.
+   */
+  uploaded?: UploadedSnapshot;
 }
+
+/** A snapshot this shelve uploaded, as Glance must have stored it. */
+export interface UploadedSnapshot {
+  size: number;
+  osHashAlgo: string;
+  osHashValue: string;
+}
+
+/**
+ * Instance files are the guests' data: only their owner (root, or the guest's QEMU while libvirt
+ * lends it the file) reads them. Folders let QEMU pass through to the files libvirt lends it.
+ */
+const FILE_MODE = 0o600;
+const FOLDER_MODE = 0o711;
 
 /** Heartbeats with progress, at most twice a second. */
 function progressReporter(step: string, bytesTotal?: number): (bytesDone: number) => void {
@@ -80,7 +106,7 @@ export type RootDiskSource =
   /** A boot image, cached once under _base and shared by qcow2 overlays (Nova's image cache). */
   | { kind: 'overlay'; imageId: string }
   /** The instance's shelve snapshot: deleted from Glance right after, so it becomes its own disk. */
-  | { kind: 'standalone'; imageId: string }
+  | { kind: 'standalone'; imageId: string; snapshot: Pick<UploadedSnapshot, 'osHashAlgo' | 'osHashValue'> | null }
   /** A volume in the storage pool; made from `imageId` when it does not exist yet. */
   | { kind: 'volume'; volumeId: string; imageId: string | null; sizeGb: number };
 
@@ -133,9 +159,9 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
   const instanceDir = (instanceUuid: string) => instanceDirectory(config.instancesPath, instanceUuid);
   const diskPath = (instanceUuid: string) => rootDiskPath(config.instancesPath, instanceUuid);
 
-  /** Streams an image from Glance into `file` through `partial`, refusing it when its hash is not Glance's. */
-  async function download(owner: Instance, imageId: string, file: string, partial = `${file}.part`): Promise<void> {
-    const image = await glance.getImage(owner, imageId);
+  /** The image's record; an image the context cannot see is not found. */
+  async function requireImage(context: RequestContext, imageId: string): Promise<GlanceImage> {
+    const image = await glance.getImage(context, imageId);
     if (!image) {
       throw ApplicationFailure.create({
         type: 'ImageNotFound',
@@ -143,53 +169,127 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
         nonRetryable: true,
       });
     }
-    const digest = new ImageDigest(progressReporter('download', image.size ?? undefined));
+    return image;
+  }
+
+  /**
+   * Checks an image file before anything else opens it: its bytes must be the format Glance
+   * records, one the project supports, with nothing that names another file, and no larger than
+   * the disk it is to become (lib/format-inspector.ts).
+   */
+  async function checkedImageFile(file: string, image: GlanceImage, maxVirtualSize?: number): Promise<InspectedImage> {
+    try {
+      return checkImage(await inspectImageFile(file), { diskFormat: image.disk_format, maxVirtualSize });
+    } catch (error) {
+      if (!(error instanceof ImageFormatError)) throw error;
+      throw ApplicationFailure.create({
+        type: 'ImageUnacceptable',
+        message: imageRefusal(image.id, image.disk_format, error),
+        nonRetryable: true,
+      });
+    }
+  }
+
+  /**
+   * Streams an image from Glance into `file` through `partial`, refusing it when its hash is not
+   * the one Glance records (or, for a shelve snapshot, the one the shelve stored) or its bytes fail
+   * the image checks. Nothing of a refused image stays on the host.
+   */
+  async function download(
+    image: GlanceImage,
+    context: RequestContext,
+    file: string,
+    {
+      partial = `${file}.part`,
+      maxVirtualSize,
+      stored = null,
+    }: {
+      partial?: string;
+      maxVirtualSize?: number;
+      stored?: Pick<UploadedSnapshot, 'osHashAlgo' | 'osHashValue'> | null;
+    },
+  ): Promise<InspectedImage> {
+    const imageId = image.id;
+    const expected = stored ? { algorithm: stored.osHashAlgo, value: stored.osHashValue } : expectedHash(image);
+    const digest = new ImageDigest(
+      expected?.algorithm ?? 'sha512',
+      progressReporter('download', image.size ?? undefined),
+    );
     const { cancellationSignal } = Context.current();
     await pipeline(
-      await glance.downloadImageData(owner, imageId, cancellationSignal),
+      await glance.downloadImageData(context, imageId, cancellationSignal),
       digest,
-      createWriteStream(partial, { highWaterMark: DOWNLOAD_WRITE_BUFFER }),
+      createWriteStream(partial, { highWaterMark: DOWNLOAD_WRITE_BUFFER, mode: FILE_MODE }),
       { signal: cancellationSignal },
     ).catch(async (error: unknown) => {
       await rm(partial, { force: true });
       return failWhenDiskFull(`image ${imageId}`)(error);
     });
     const { osHashValue, bytes } = digest.result();
-    if (image.os_hash_value && image.os_hash_value !== osHashValue) {
+    if (expected && expected.value !== osHashValue) {
       await rm(partial, { force: true });
       throw ApplicationFailure.create({
         type: 'ImageCorrupt',
-        message: `Image ${imageId} failed verification: ${bytes} bytes received with sha512 ${osHashValue.slice(0, 16)}…, Glance records ${image.os_hash_value.slice(0, 16)}…`,
+        message: `Image ${imageId} failed verification: ${bytes} bytes received with ${expected.algorithm} ${osHashValue.slice(0, 16)}…, ${stored ? 'the shelve stored' : 'Glance records'} ${expected.value.slice(0, 16)}…`,
         nonRetryable: true,
       });
     }
+    const inspected = await checkedImageFile(partial, image, maxVirtualSize).catch(async (error: unknown) => {
+      await rm(partial, { force: true });
+      throw error;
+    });
     await rename(partial, file);
     bytesMoved.inc({ direction: 'download' }, bytes);
+    return inspected;
   }
 
-  /** The boot image in this host's cache, downloaded the first time. */
-  async function cachedImage(owner: Instance, imageId: string): Promise<{ path: string } & qemuImg.ImageInfo> {
+  /**
+   * The boot image in this host's cache, downloaded the first time. A cached file is checked again
+   * on every use: the limit on its size is each spawn's own.
+   */
+  async function cachedImage(
+    owner: Instance,
+    imageId: string,
+    maxVirtualSize: number | undefined,
+  ): Promise<{ path: string } & InspectedImage> {
     const base = path.join(config.instancesPath, '_base', checkedId('image', imageId));
-    await mkdir(path.dirname(base), { recursive: true });
+    await mkdir(path.dirname(base), { recursive: true, mode: FOLDER_MODE });
+    const image = await requireImage(owner, imageId);
+    const cached = await stat(base).then(
+      () => true,
+      () => false,
+    );
     // Spawns of one image on one host may race to cache it: each downloads into a file of its
     // own, and the atomic rename leaves a whole image either way.
-    await stat(base).catch(() => download(owner, imageId, base, `${base}.${randomUUID()}.part`));
-    return { path: base, ...(await qemuImg.imageInfo(base)) };
+    const inspected = cached
+      ? await checkedImageFile(base, image, maxVirtualSize)
+      : await download(image, owner, base, { partial: `${base}.${randomUUID()}.part`, maxVirtualSize });
+    return { path: base, ...inspected };
+  }
+
+  /** A file qemu-img made, readable by its owner only. */
+  async function privateFile(file: string): Promise<string> {
+    await chmod(file, FILE_MODE);
+    return file;
   }
 
   async function prepareRootDisk(instance: Instance, root: RootDiskSource): Promise<DomainDisk> {
+    // A flavor of root_gb 0 takes the image's own size (Nova's rule for such flavors).
     const rootSize = instance.flavor.rootGb * 1024 ** 3;
+    const maxVirtualSize = rootSize > 0 ? rootSize : undefined;
     if (root.kind === 'standalone') {
       const file = diskPath(instance.uuid);
-      await download(instance, root.imageId, file);
-      return { type: 'file', path: file, format: (await qemuImg.imageInfo(file)).format };
+      const image = await requireImage(glance.snapshotContext, root.imageId);
+      const { format } = await download(image, glance.snapshotContext, file, { maxVirtualSize, stored: root.snapshot });
+      return { type: 'file', path: file, format };
     }
     if (root.kind === 'overlay') {
       const file = diskPath(instance.uuid);
-      const base = await cachedImage(instance, root.imageId);
+      const base = await cachedImage(instance, root.imageId, maxVirtualSize);
       await rm(file, { force: true });
       await qemuImg.createOverlay(file, base.path, base.format, Math.max(rootSize, base.virtualSize));
-      return { type: 'file', path: file, format: 'qcow2' };
+      await privateFile(file);
+      return { type: 'file', path: file, format: 'qcow2', backing: { path: base.path, format: base.format } };
     }
     const volume = volumeName(root.volumeId);
     const file = path.join(config.volumePool.path, volume);
@@ -201,16 +301,19 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
           nonRetryable: true,
         });
       }
-      const base = await cachedImage(instance, root.imageId);
+      const volumeSize = root.sizeGb * 1024 ** 3;
+      const base = await cachedImage(instance, root.imageId, volumeSize);
+      const part = `${file}.part`;
       await heartbeating(
         'creating volume',
-        qemuImg.convert(base.path, `${file}.part`, 'qcow2', { signal: Context.current().cancellationSignal }),
+        qemuImg.convert(base.path, base.format, part, 'qcow2', { signal: Context.current().cancellationSignal }),
       );
-      await qemuImg.resize(`${file}.part`, Math.max(root.sizeGb * 1024 ** 3, base.virtualSize));
-      await rename(`${file}.part`, file);
+      await qemuImg.resize(await privateFile(part), 'qcow2', Math.max(volumeSize, base.virtualSize));
+      await rename(part, file);
       await refreshStoragePool(config.libvirtUri, config.volumePool.name);
     }
-    return { type: 'volume', pool: config.volumePool.name, volume, format: (await qemuImg.imageInfo(file)).format };
+    // The project makes every volume, as qcow2.
+    return { type: 'volume', pool: config.volumePool.name, volume, format: 'qcow2' };
   }
 
   /**
@@ -227,9 +330,42 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
     for (const { name, size } of wanted) {
       const file = path.join(instanceDir(instance.uuid), name);
       await qemuImg.createBlank(file, size);
+      await privateFile(file);
       disks.push({ type: 'file', path: file, format: 'qcow2' });
     }
     return disks;
+  }
+
+  /**
+   * A root disk's backing chain is the project's own before qemu-img follows it: a standalone
+   * qcow2, or a qcow2 overlay (whose header this project wrote) on the instance's image in _base.
+   */
+  async function checkRootDiskChain(instance: Instance, disk: string): Promise<void> {
+    const refuse = (why: string): never => {
+      throw ApplicationFailure.create({
+        type: 'InstanceDiskUnacceptable',
+        message: `The root disk of instance ${instance.uuid} is not one this project made: ${why}`,
+        nonRetryable: true,
+      });
+    };
+    const top = await qemuImg.imageInfo(disk, 'qcow2');
+    if (top.dataFile) refuse('it has an external data file');
+    if (top.backingFile === null) {
+      await checkOwnFile(disk, 'qcow2').catch((error: unknown) => refuse(String((error as Error).message)));
+      return;
+    }
+    const base = path.join(config.instancesPath, '_base', instance.imageRef);
+    if (!isUuid(instance.imageRef) || top.backingFile !== base)
+      refuse(`its backing file is ${top.backingFile}, not ${base}`);
+    if (!top.backingFormat) refuse('its backing file has no recorded format');
+    await checkOwnFile(base, top.backingFormat!).catch((error: unknown) =>
+      refuse(`its backing file ${base}: ${(error as Error).message}`),
+    );
+  }
+
+  /** A file that must be a plain image of `format`, naming no other file. */
+  async function checkOwnFile(file: string, format: string): Promise<void> {
+    checkImage(await inspectImageFile(file), { diskFormat: format });
   }
 
   async function powerOnInstance({ instanceUuid }: { instanceUuid: string }): Promise<PowerState> {
@@ -277,11 +413,29 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
 
     /**
      * Streams the powered-off instance's root disk into the queued Glance image, in the form
-     * planSnapshot picks for this disk, checking that Glance stored exactly what was sent.
+     * planSnapshot picks for this disk, checking that Glance stored exactly what was sent. Returns
+     * the hash Glance must keep showing until the unshelve.
      */
-    async snapshotInstance({ instance, imageId }: { instance: Instance; imageId: string }): Promise<{ size: number }> {
-      const existing = await glance.getImage(instance, imageId);
-      if (existing?.status === 'active') return { size: existing.size ?? 0 };
+    async snapshotInstance({ instance, imageId }: { instance: Instance; imageId: string }): Promise<UploadedSnapshot> {
+      const context = glance.snapshotContext;
+      const { heartbeatDetails } = Context.current().info;
+      const existing = await glance.getImage(context, imageId);
+      if (existing?.status === 'active') {
+        // Only an upload of this very activity (an earlier attempt that died after it) counts.
+        const uploaded = (heartbeatDetails as Progress | undefined)?.uploaded;
+        if (
+          uploaded &&
+          existing.os_hash_algo === uploaded.osHashAlgo &&
+          existing.os_hash_value === uploaded.osHashValue
+        ) {
+          return uploaded;
+        }
+        throw ApplicationFailure.create({
+          type: 'ImageUploadMismatch',
+          message: `Glance image ${imageId} is active with data this shelve did not send.`,
+          nonRetryable: true,
+        });
+      }
       if (existing && existing.status !== 'queued') {
         // Glance stopped in the middle of an upload keeps the image 'saving' for good, and
         // refuses any other upload into it: only a new image will do.
@@ -292,6 +446,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
         });
       }
       const disk = diskPath(instance.uuid);
+      await checkRootDiskChain(instance, disk);
       const plan = await planSnapshot(disk);
       log.info('snapshot method chosen', {
         instanceUuid: instance.uuid,
@@ -307,25 +462,34 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
           const step = zstd ? 'compressing disk' : 'extracting disk';
           await heartbeating(
             step,
-            qemuImg.convert(disk, snapshot, 'qcow2', { zstd, signal: cancellationSignal }),
+            qemuImg.convert(disk, 'qcow2', snapshot, 'qcow2', { zstd, signal: cancellationSignal }),
           ).catch(failWhenDiskFull(`the snapshot of instance ${instance.uuid}`));
         }
         const source = plan.method === 'as-is' ? disk : snapshot;
         const { size } = await stat(source);
-        const digest = new ImageDigest(progressReporter('upload', size));
+        const digest = new ImageDigest(glance.hashingAlgorithm, progressReporter('upload', size));
         const data = createReadStream(source, { highWaterMark: UPLOAD_READ_SIZE }).pipe(digest);
-        await glance.uploadImageData(instance, imageId, data, size, cancellationSignal);
-        const sent = digest.result();
-        const stored = await glance.getImage(instance, imageId);
-        if (stored?.status !== 'active' || stored.os_hash_value !== sent.osHashValue) {
+        await glance.uploadImageData(context, imageId, data, size, cancellationSignal);
+        const uploaded = { size, osHashAlgo: glance.hashingAlgorithm, osHashValue: digest.result().osHashValue };
+        Context.current().heartbeat({ step: 'upload', bytesDone: size, bytesTotal: size, uploaded } satisfies Progress);
+        const stored = await glance.getImage(context, imageId);
+        if (stored?.status === 'active' && stored.os_hash_algo !== uploaded.osHashAlgo) {
+          throw ApplicationFailure.create({
+            type: 'GlanceHashingAlgorithmMismatch',
+            message: `Glance hashes images with ${stored.os_hash_algo}, not ${uploaded.osHashAlgo}: set GLANCE_HASHING_ALGORITHM=${stored.os_hash_algo} on the compute workers.`,
+            nonRetryable: true,
+          });
+        }
+        if (stored?.status !== 'active' || stored.os_hash_value !== uploaded.osHashValue) {
           throw ApplicationFailure.create({
             type: 'ImageUploadMismatch',
-            message: `Glance image ${imageId} is ${stored?.status ?? 'missing'} with hash ${stored?.os_hash_value?.slice(0, 16) ?? '-'}… after ${sent.bytes} bytes were sent with hash ${sent.osHashValue.slice(0, 16)}…`,
+            message: `Glance image ${imageId} is ${stored?.status ?? 'missing'} with hash ${stored?.os_hash_value?.slice(0, 16) ?? '-'}… after ${size} bytes were sent with hash ${uploaded.osHashValue.slice(0, 16)}…`,
+            nonRetryable: true,
           });
         }
         bytesMoved.inc({ direction: 'upload' }, size);
         log.info('snapshot uploaded', { instanceUuid: instance.uuid, imageId, method: plan.method, bytes: size });
-        return { size };
+        return uploaded;
       } finally {
         await rm(snapshot, { force: true });
       }
@@ -345,7 +509,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
     /** Prepares the instance's root disk, defines its domain and starts it. */
     async spawnInstance({ instance, root }: SpawnRequest): Promise<PowerState> {
       if (!(await libvirt.lookupInstance(instance.uuid))) {
-        await mkdir(instanceDir(instance.uuid), { recursive: true });
+        await mkdir(instanceDir(instance.uuid), { recursive: true, mode: FOLDER_MODE });
         const disk = await prepareRootDisk(instance, root);
         const hypervisor = await libvirt.open();
         await hypervisor.domainDefineXML(domainXml(instance, disk, config.virtType, await blankLocalDisks(instance)));

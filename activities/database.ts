@@ -1,6 +1,7 @@
 // Activities on PostgreSQL, the record users and the API read. Every write to an instance that
 // an action makes is a compare-and-swap on task_state (Nova's expected_task_state), so two
 // actions on one instance can never interleave.
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import {
@@ -28,6 +29,12 @@ export interface ClaimRequest {
   /** Who asked, for the actions log; the instance's owner when not given. */
   userId?: string;
   projectId?: string;
+  /**
+   * The workflow the claim is for, named by a caller outside Temporal (the API, just before it
+   * starts that workflow). Inside an activity the workflow that runs it is the claimant, whatever
+   * this says (claimingWorkflowId).
+   */
+  workflowId?: string;
 }
 
 export interface InstanceChanges {
@@ -66,6 +73,8 @@ export interface CreateInstanceRequest {
   systemMetadata: Record<string, string>;
   blockDeviceMappings: BlockDeviceMapping[];
   ports: Omit<Port, 'bindingHost'>[];
+  /** The build workflow the new instance is held for, as ClaimRequest.workflowId. */
+  workflowId?: string;
 }
 
 export interface DestinationRequest extends RequestSpec {
@@ -229,16 +238,45 @@ async function writeSystemMetadata(
   }
 }
 
-/** Starts the action's row in the actions log; a retry finds it there. */
+/**
+ * The workflow a claim is made for. Inside an activity it is the workflow that scheduled it, as
+ * Temporal records it: no input can name another. Outside one, the workflow the caller names (the
+ * API's claim, made before it starts that workflow), or none.
+ */
+function claimingWorkflowId(named: string | undefined): string | null {
+  let context: Context;
+  try {
+    context = Context.current();
+  } catch {
+    return named ?? null; // Not in an activity.
+  }
+  return context.info.workflowExecution?.workflowId ?? null;
+}
+
+/** Starts the action's row in the actions log, naming its workflow; a retry finds it there. */
 async function recordAction(
   client: PoolClient,
-  action: { instanceUuid: string; action: string; requestId: string; userId?: string; projectId?: string },
+  action: {
+    instanceUuid: string;
+    action: string;
+    requestId: string;
+    userId?: string;
+    projectId?: string;
+    workflowId: string | null;
+  },
 ): Promise<void> {
   await client.query(
-    `INSERT INTO instance_actions (instance_uuid, action, request_id, user_id, project_id)
-     SELECT uuid, $2, $3, coalesce($4, user_id), coalesce($5, project_id) FROM instances WHERE uuid = $1
+    `INSERT INTO instance_actions (instance_uuid, action, request_id, user_id, project_id, workflow_id)
+     SELECT uuid, $2, $3, coalesce($4, user_id), coalesce($5, project_id), $6 FROM instances WHERE uuid = $1
      ON CONFLICT (request_id) DO NOTHING`,
-    [action.instanceUuid, action.action, action.requestId, action.userId ?? null, action.projectId ?? null],
+    [
+      action.instanceUuid,
+      action.action,
+      action.requestId,
+      action.userId ?? null,
+      action.projectId ?? null,
+      action.workflowId,
+    ],
   );
 }
 
@@ -256,22 +294,25 @@ export function createDatabaseActivities(pool: Pool) {
   return {
     /**
      * Claims the instance for an action: task_state := the action's task, only if the vm_state
-     * allows the action and no other task runs. A retry by the same request passes again.
+     * allows the action and no other task runs. The claim records the request and the workflow it
+     * is for; an existing claim passes again only for both (a retried activity, or the workflow the
+     * API claimed for), so no workflow takes over another's claim by passing its request id.
      */
     async claimInstance(claim: ClaimRequest): Promise<Instance> {
       const { instanceUuid, action, requestId, shelvedImageId } = claim;
+      const workflowId = claimingWorkflowId(claim.workflowId);
       const taskState = CLAIM_TASK_STATE[action];
       const instance = await getInstance(pool, instanceUuid);
       const allowed: readonly VmState[] = ALLOWED_VM_STATES[action];
       return inTransaction(pool, async (client) => {
         const { rowCount } = await client.query(
-          `UPDATE instances SET task_state = $2, task_request_id = $3, updated_at = now()
+          `UPDATE instances SET task_state = $2, task_request_id = $3, task_workflow_id = $6, updated_at = now()
            WHERE uuid = $1
              AND ((task_state IS NULL AND vm_state = ANY($4) AND launched_at IS NOT NULL
                    AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM instance_system_metadata
                      WHERE instance_uuid = $1 AND key = 'shelved_image_id' AND value = $5)))
-                  OR (task_request_id = $3 AND task_state = $2))`,
-          [instanceUuid, taskState, requestId, allowed, shelvedImageId ?? null],
+                  OR (task_request_id = $3 AND task_state = $2 AND task_workflow_id IS NOT DISTINCT FROM $6))`,
+          [instanceUuid, taskState, requestId, allowed, shelvedImageId ?? null, workflowId],
         );
         if (rowCount === 0) {
           const current = await getInstance(client, instanceUuid);
@@ -296,6 +337,7 @@ export function createDatabaseActivities(pool: Pool) {
           requestId,
           userId: claim.userId,
           projectId: claim.projectId,
+          workflowId,
         });
         // A retry (or the workflow taking over the API's claim) is not a new action.
         if (instance.taskState === null) actionsStarted.inc({ action });
@@ -396,11 +438,13 @@ export function createDatabaseActivities(pool: Pool) {
     /** Records a new instance, vm_state building with task spawning; a retry finds its own row. */
     async createInstance(request: CreateInstanceRequest): Promise<Instance> {
       const { flavor } = request;
+      const workflowId = claimingWorkflowId(request.workflowId);
       return inTransaction(pool, async (client) => {
         const { rowCount } = await client.query(
           `INSERT INTO instances (uuid, display_name, project_id, user_id, vm_state, task_state, task_request_id,
-             image_ref, flavorid, flavor_name, vcpus, memory_mb, root_gb, ephemeral_gb, swap, requested_availability_zone)
-           VALUES ($1, $2, $3, $4, 'building', 'spawning', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             image_ref, flavorid, flavor_name, vcpus, memory_mb, root_gb, ephemeral_gb, swap, requested_availability_zone,
+             task_workflow_id)
+           VALUES ($1, $2, $3, $4, 'building', 'spawning', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
            ON CONFLICT (uuid) DO NOTHING`,
           [
             request.uuid,
@@ -417,11 +461,22 @@ export function createDatabaseActivities(pool: Pool) {
             flavor.ephemeralGb,
             flavor.swap,
             request.availabilityZone,
+            workflowId,
           ],
         );
-        const instance = await getInstance(client, request.uuid);
         if (rowCount === 1) actionsStarted.inc({ action: 'create' });
-        if (rowCount === 0 && instance.taskState !== 'spawning') {
+        // An existing row is this build's own (the API's record, or a retry) only if it is still
+        // spawning for this request and this workflow, as a claim.
+        const own =
+          rowCount === 1 ||
+          (
+            await client.query(
+              `SELECT 1 FROM instances WHERE uuid = $1 AND task_state = 'spawning' AND task_request_id = $2
+                 AND task_workflow_id IS NOT DISTINCT FROM $3`,
+              [request.uuid, request.requestId, workflowId],
+            )
+          ).rowCount === 1;
+        if (!own) {
           throw ApplicationFailure.create({
             type: 'InstanceExists',
             message: `Instance ${request.uuid} already exists.`,
@@ -453,7 +508,12 @@ export function createDatabaseActivities(pool: Pool) {
             [port.id, request.uuid, port.network, port.macAddress],
           );
         }
-        await recordAction(client, { instanceUuid: request.uuid, action: 'create', requestId: request.requestId });
+        await recordAction(client, {
+          instanceUuid: request.uuid,
+          action: 'create',
+          requestId: request.requestId,
+          workflowId,
+        });
         return getInstance(client, request.uuid);
       });
     },

@@ -1,5 +1,9 @@
 // Activities on Glance run by the conductor: the snapshot image's record, checks and clean-up.
 // The image data itself moves on the compute host (activities/compute.ts).
+//
+// A shelve snapshot belongs to the service's own project (glance.snapshotContext), not to the
+// instance's, and is protected: while it is the only copy of the disk, no tenant can upload into
+// it or delete it (README, Security). Only these activities unprotect and delete it.
 import { log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { GlanceClient, GlanceImage } from '../lib/glance.js';
@@ -16,11 +20,13 @@ export function createImageActivities(glance: GlanceClient) {
     async createSnapshotImage({ instance, imageId }: { instance: Instance; imageId: string }): Promise<GlanceImage> {
       const minRam = Number(instance.systemMetadata.image_min_ram ?? 0);
       const minDisk = Number(instance.systemMetadata.image_min_disk ?? instance.flavor.rootGb);
-      const image = await glance.createImage(instance, {
+      const image = await glance.createImage(glance.snapshotContext, {
         ...snapshotImageProperties(instance),
         id: imageId,
         name: shelvedImageName(instance),
-        owner: instance.projectId,
+        // Its properties owner_id and instance_uuid say whose it is.
+        owner: glance.snapshotContext.projectId,
+        protected: true,
         visibility: 'private',
         disk_format: 'qcow2',
         container_format: 'bare',
@@ -31,9 +37,12 @@ export function createImageActivities(glance: GlanceClient) {
       return image;
     },
 
-    /** The image an instance boots from; it must exist and be active. */
-    async getActiveImage({ owner, imageId }: { owner: ImageOwner; imageId: string }): Promise<GlanceImage> {
-      const image = await glance.getImage(owner, imageId);
+    /**
+     * An image that must exist and be active: the one an instance boots from, as its owner sees it,
+     * or (no owner) a shelve snapshot in the service's project.
+     */
+    async getActiveImage({ owner, imageId }: { owner?: ImageOwner; imageId: string }): Promise<GlanceImage> {
+      const image = await glance.getImage(owner ?? glance.snapshotContext, imageId);
       if (!image || image.status !== 'active') {
         throw ApplicationFailure.create({
           type: 'ImageNotFound',
@@ -44,10 +53,32 @@ export function createImageActivities(glance: GlanceClient) {
       return image;
     },
 
-    /** Deletes the image; an image already gone is fine. */
-    async deleteImage({ owner, imageId }: { owner: ImageOwner; imageId: string }): Promise<void> {
-      const deleted = await glance.deleteImage(owner, imageId);
-      log.info(deleted ? 'image deleted' : 'image already gone', { imageId });
+    /**
+     * Refuses an offload unless the snapshot is still in Glance, active, with the hash the shelve
+     * recorded: the offload removes the only other copy of the disk.
+     */
+    async verifySnapshotImage({ instance }: { instance: Instance }): Promise<void> {
+      const { shelved_image_id: imageId, shelved_image_os_hash_value: recorded } = instance.systemMetadata;
+      const refuse = (why: string): never => {
+        throw ApplicationFailure.create({
+          type: 'SnapshotUnverified',
+          message: `Instance ${instance.uuid} keeps its disk on its host: ${why}`,
+          nonRetryable: true,
+        });
+      };
+      if (!imageId) return refuse('it has no shelved_image_id');
+      if (!recorded) return refuse(`no hash was recorded for its snapshot image ${imageId}`);
+      const image = await glance.getImage(glance.snapshotContext, imageId);
+      if (!image) return refuse(`its snapshot image ${imageId} is gone from Glance`);
+      if (image.status !== 'active') return refuse(`its snapshot image ${imageId} is ${image.status}`);
+      if (image.os_hash_value !== recorded)
+        return refuse(`its snapshot image ${imageId} no longer holds what the shelve stored`);
+    },
+
+    /** Deletes a shelve snapshot, protected as it is; an image already gone is fine. */
+    async deleteSnapshotImage({ imageId }: { imageId: string }): Promise<void> {
+      const deleted = await glance.unprotectAndDelete(glance.snapshotContext, imageId);
+      log.info(deleted ? 'snapshot image deleted' : 'snapshot image already gone', { imageId });
     },
   };
 }

@@ -2,8 +2,9 @@
 // with them it serves loopback only and refuses to start bound to any other address; with
 // Keystone tokens it may listen anywhere.
 import { isIP } from 'node:net';
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import { loadConfig } from '../lib/config.js';
+import { connectClient } from '../lib/temporal-client.js';
 import { logger } from '../lib/logger.js';
 import { buildApi } from './server.js';
 import { createPool } from '../lib/postgres.js';
@@ -21,7 +22,7 @@ if (config.auth.strategy === 'noauth2' && !isLoopback(config.api.host)) {
   process.exit(2);
 }
 const pool = createPool(config.databaseUrl);
-const connection = await Connection.connect({ address: config.temporal.address });
+const connection = await connectClient(config);
 const app = buildApi({ config, pool, client: new Client({ connection, namespace: config.temporal.namespace }) });
 const address = await app.listen({ host: config.api.host, port: config.api.port });
 logger.info({ address, auth: config.auth }, 'API listening');

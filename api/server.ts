@@ -13,13 +13,23 @@ import type { Config } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
 import { registry } from '../lib/metrics.js';
 import { FLAVORS, findFlavor } from '../lib/flavors.js';
+import { checkImage, ImageFormatError, imageRefusal, INSPECTION_BYTES, inspectImage } from '../lib/format-inspector.js';
 import { type GlanceImage, GlanceClient } from '../lib/glance.js';
 import { type Flavor, imageSystemMetadata, type Instance, type InstanceAction, isUuid, VmState } from '../lib/nova.js';
 import { targetZone } from '../lib/scheduler.js';
+import { workflowId } from '../lib/temporal.js';
 import { serverCreateRequest, unshelveRequest } from './action-bodies.js';
 import { authenticator, type RequestContext } from './context.js';
 import { ApiFault, FAULT_CODE_OF_FAILURE } from './faults.js';
-import { format, MAX_VERSION, MIN_VERSION, type Microversion, requestedMicroversion } from './microversions.js';
+import {
+  atLeast,
+  format,
+  MAX_VERSION,
+  MIN_VERSION,
+  type Microversion,
+  requestedMicroversion,
+} from './microversions.js';
+import { actionProgress } from './progress.js';
 import { actionView, serverView } from './views.js';
 
 export interface ApiDependencies {
@@ -160,13 +170,15 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
   app.get<{ Params: { id: string; requestId: string } }>(
     '/v2.1/servers/:id/os-instance-actions/:requestId',
     async (request, reply) => {
-      const { context } = await begin(request, reply);
+      const { context, version } = await begin(request, reply);
       const instance = await visibleServer(context, request.params.id);
       const action = (await listInstanceActions(pool, instance.uuid)).find(
         (candidate) => candidate.requestId === request.params.requestId,
       );
       if (!action) throw new ApiFault(404, `Action for request_id ${request.params.requestId} not found`);
-      return { instanceAction: actionView(action, context, true) };
+      // vm-shelve's extension: the running action's progress, from its workflow in Temporal.
+      const progress = await actionProgress(client, pool, action, context.isAdmin);
+      return { instanceAction: actionView(action, context, true, { details: atLeast(version, '2.84'), progress }) };
     },
   );
 
@@ -197,6 +209,24 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
     return { flavor: flavorView(flavor, request) };
   });
 
+  /**
+   * Refuses at once an image whose first bytes are not what Glance's disk_format says, name
+   * another file, or claim more than the flavor's disk: the compute host checks the whole image
+   * again before anything opens it (activities/compute.ts).
+   */
+  async function checkBootImage(context: RequestContext, image: GlanceImage, flavor: Flavor): Promise<void> {
+    const head = await glance.readImageHead(context, image.id, INSPECTION_BYTES);
+    try {
+      checkImage(inspectImage(head, image.size ?? head.length), {
+        diskFormat: image.disk_format,
+        maxVirtualSize: flavor.rootGb > 0 ? flavor.rootGb * 1024 ** 3 : undefined,
+      });
+    } catch (error) {
+      if (error instanceof ImageFormatError) throw new ApiFault(400, imageRefusal(image.id, image.disk_format, error));
+      throw error;
+    }
+  }
+
   // The images a caller may boot from, as Glance shows them: clients that reach every service
   // through this one endpoint look images up here.
   const visibleTo = (context: RequestContext, image: GlanceImage) =>
@@ -222,6 +252,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
     if (!image || !visibleTo(context, image) || image.status !== 'active') {
       throw new ApiFault(400, `Image ${server.imageRef} could not be found.`);
     }
+    await checkBootImage(context, image, flavor);
     const instanceUuid = randomUUID();
     const build = {
       instanceUuid,
@@ -247,6 +278,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
       systemMetadata: imageSystemMetadata(image),
       blockDeviceMappings: [],
       ports: [],
+      workflowId: workflowId('build', instanceUuid),
     });
     await startAction(client, config, 'build', build);
     reply.code(202);
@@ -315,8 +347,9 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
   });
 
   /**
-   * Claims the instance for the action in the request's name, so that a losing race is a 409
-   * here, then starts the action's workflow, which finds the claim its own.
+   * Claims the instance for the action in the request's name and for the workflow about to run
+   * it, so that a losing race is a 409 here, then starts that workflow, which finds the claim its
+   * own (same request, same workflow id).
    */
   async function claimAndStart<A extends Action & InstanceAction>(
     request: FastifyRequest,
@@ -327,7 +360,12 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
   ): Promise<void> {
     const requestId = request.id;
     const who = { requestId, userId: context.userId, projectId: context.projectId };
-    await database.claimInstance({ instanceUuid: instance.uuid, action, ...who });
+    await database.claimInstance({
+      instanceUuid: instance.uuid,
+      action,
+      ...who,
+      workflowId: workflowId(action, instance.uuid),
+    });
     try {
       await startAction(client, config, action, { instanceUuid: instance.uuid, ...who, ...extra });
     } catch (error) {

@@ -3,6 +3,7 @@ import type { InstanceActionRecord } from '../activities/action-log.js';
 import { domainName } from '../lib/libvirt.js';
 import { type Instance, serverStatus } from '../lib/nova.js';
 import type { RequestContext } from './context.js';
+import type { ActionProgress } from './progress.js';
 
 /** The address QEMU's user-mode network gives every guest, each on a private network of its own. */
 const GUEST_ADDRESS = '10.0.2.15';
@@ -60,7 +61,27 @@ export function serverView(instance: Instance, context: RequestContext, baseUrl:
   };
 }
 
-export function actionView(action: InstanceActionRecord, context: RequestContext, withEvents: boolean) {
+/**
+ * A failed event's message, as Nova's `details` (2.84) gives it to the server's owner: the first
+ * line of the failure recorded in its traceback, without the error's class name.
+ */
+function eventDetails(event: InstanceActionRecord['events'][number]): string | null {
+  if (event.result !== 'Error' || !event.traceback) return null;
+  const first = event.traceback.split('\n', 1)[0]!;
+  return first.replace(/^[\w.]+: /, '');
+}
+
+/**
+ * Nova's instance action; with its events (one action's view), Nova 2.84's event `details` when
+ * `details`, and vm-shelve's `progress` when given: the running action's current step and bytes
+ * moved, null once it has finished.
+ */
+export function actionView(
+  action: InstanceActionRecord,
+  context: RequestContext,
+  withEvents: boolean,
+  { details = false, progress }: { details?: boolean; progress?: ActionProgress | null } = {},
+) {
   return {
     action: action.action,
     instance_uuid: action.instanceUuid,
@@ -77,9 +98,20 @@ export function actionView(action: InstanceActionRecord, context: RequestContext
             start_time: timestamp(event.startTime),
             finish_time: timestamp(event.finishTime),
             result: event.result,
+            ...(details ? { details: eventDetails(event) } : {}),
             // Tracebacks and hosts are for admins only, as in Nova.
             ...(context.isAdmin ? { traceback: event.traceback, host: event.host } : {}),
           })),
+        }
+      : {}),
+    ...(progress !== undefined
+      ? {
+          progress: progress && {
+            step: progress.step,
+            bytes_done: progress.bytesDone,
+            bytes_total: progress.bytesTotal,
+            running: progress.running,
+          },
         }
       : {}),
   };

@@ -113,7 +113,10 @@ async function benchDisk(
     if (shelved.instance.vmState !== VmState.SHELVED_OFFLOADED) {
       throw new Error(`shelve left ${uuid} ${shelved.instance.vmState}`);
     }
-    const snapshot = await bench.glance.getImage(BENCH_OWNER, shelved.instance.systemMetadata.shelved_image_id!);
+    const snapshot = await bench.glance.getImage(
+      bench.glance.snapshotContext,
+      shelved.instance.systemMetadata.shelved_image_id!,
+    );
     const unshelved = await unshelve(bench, uuid, kvm.host);
     if (unshelved.instance.vmState !== VmState.ACTIVE || !(await isRunning(bench, uuid))) {
       throw new Error(`unshelve left ${uuid} ${unshelved.instance.vmState}, its domain not running`);

@@ -126,7 +126,7 @@ export async function makeStandaloneDisk(plan: DiskPlan, dir: string): Promise<s
       plan.virtualBytes,
     );
   // qemu-img leaves the never-written parts unallocated, as a guest's disk has them.
-  await convert(raw, qcow2, 'qcow2');
+  await convert(raw, 'raw', qcow2, 'qcow2');
   await rm(raw);
   return qcow2;
 }
@@ -137,7 +137,7 @@ export async function makeBaseImage(plan: DiskPlan, dir: string): Promise<string
   const raw = path.join(dir, 'base.raw');
   const qcow2 = path.join(dir, 'base.qcow2');
   await writeRaw(raw, plan.baseBytes!, 'random', plan.baseBytes!, plan.baseBytes!);
-  await convert(raw, qcow2, 'qcow2');
+  await convert(raw, 'raw', qcow2, 'qcow2');
   await rm(raw);
   return qcow2;
 }

@@ -78,7 +78,7 @@ export class Leftovers {
     const snapshot = instance?.systemMetadata.shelved_image_id;
     const folder = instance?.host ? this.instancesPaths[instance.host] : undefined;
     const results = await Promise.allSettled([
-      snapshot ? this.removeImage(snapshot) : undefined,
+      snapshot ? this.glance.unprotectAndDelete(this.glance.snapshotContext, snapshot) : undefined,
       this.removeDomain(uuid),
       folder ? rm(instanceDirectory(folder, uuid), { recursive: true, force: true }) : undefined,
     ]);

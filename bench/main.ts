@@ -7,9 +7,10 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import * as prettier from 'prettier';
 import { loadConfig } from '../lib/config.js';
+import { connectClient } from '../lib/temporal-client.js';
 import { GlanceClient } from '../lib/glance.js';
 import { LibvirtConnection } from '../lib/libvirt.js';
 import { createPool } from '../lib/postgres.js';
@@ -89,7 +90,7 @@ const config = loadConfig({
 const pool = createPool(config.databaseUrl);
 const glance = new GlanceClient(config.glance);
 const libvirt = new LibvirtConnection(config.compute.libvirtUri);
-const connection = await Connection.connect({ address: config.temporal.address });
+const connection = await connectClient(config);
 const client = new Client({ connection, namespace: config.temporal.namespace });
 const leftovers = new Leftovers(pool, glance, BENCH_OWNER, libvirt, {
   [KVM_HOST]: kvmInstances,

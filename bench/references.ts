@@ -13,7 +13,7 @@ import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
-import { ImageDigest } from '../lib/glance.js';
+import { expectedHash, ImageDigest } from '../lib/glance.js';
 import { type DomainDisk, domainXml } from '../lib/libvirt.js';
 import { type Flavor, macAddress } from '../lib/nova.js';
 import { createOverlay, imageInfo } from '../lib/qemu-img.js';
@@ -33,19 +33,27 @@ export interface Upload {
   bytes: number;
 }
 
-/** curl against Glance's image data, as the bench's owner. */
+/**
+ * curl against Glance's image data, as the bench's owner. The headers (a token, with a
+ * Keystone-protected Glance) go through curl's stdin, never its command line.
+ */
 async function curl(bench: Bench, args: string[]): Promise<void> {
-  const { url, authToken } = bench.config.glance;
-  const auth = authToken
-    ? ['-H', `X-Auth-Token: ${authToken}`]
-    : ['-H', 'X-Roles: admin,member', '-H', `X-Tenant-Id: ${BENCH_OWNER.projectId}`];
-  await run('curl', [
+  const { url } = bench.config.glance;
+  const headers = await bench.glance.requestHeaders(BENCH_OWNER);
+  const pending = run('curl', [
     '--fail',
     '--silent',
     '--show-error',
-    ...auth,
+    '--header',
+    '@-',
     ...args.map((arg) => arg.replace('{glance}', url)),
   ]);
+  pending.child.stdin!.end(
+    Object.entries(headers)
+      .map(([name, value]) => `${name}: ${value}\n`)
+      .join(''),
+  );
+  await pending;
 }
 
 /** A new image record (not timed), then a plain PUT of `file` into it (timed). */
@@ -89,16 +97,19 @@ export async function novaShelve(bench: Bench, disk: string, workDir: string, na
 }
 
 /**
- * Seconds to GET the image into `file`: checking Glance's sha512 on the way when `verify`, as
+ * Seconds to GET the image into `file`: checking Glance's hash on the way when `verify`, as
  * glanceclient does, else a plain curl.
  */
 async function download(bench: Bench, imageId: string, file: string, verify: boolean): Promise<number> {
   const started = performance.now();
   if (verify) {
     const image = await bench.glance.getImage(BENCH_OWNER, imageId);
-    const digest = new ImageDigest();
+    const expected = image && expectedHash(image);
+    if (!expected) throw new Error(`image ${imageId}: Glance records no hash`);
+    const digest = new ImageDigest(expected.algorithm);
     await pipeline(await bench.glance.downloadImageData(BENCH_OWNER, imageId), digest, createWriteStream(file));
-    if (digest.result().osHashValue !== image?.os_hash_value) throw new Error(`image ${imageId}: sha512 mismatch`);
+    if (digest.result().osHashValue !== expected.value)
+      throw new Error(`image ${imageId}: ${expected.algorithm} mismatch`);
   } else {
     await curl(bench, ['-o', file, `{glance}/v2/images/${imageId}/file`]);
   }
@@ -148,7 +159,7 @@ export async function novaUnshelve(
     const convertSeconds = since(started);
     await rm(downloaded);
     started = performance.now();
-    const { virtualSize } = await imageInfo(base);
+    const { virtualSize } = await imageInfo(base, 'raw');
     await createOverlay(disk, base, 'raw', Math.max(virtualSize, flavor.rootGb * 1024 ** 3));
     const overlaySeconds = since(started);
     const startSeconds = await defineAndStart(bench, flavor, { type: 'file', path: disk, format: 'qcow2' });

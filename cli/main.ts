@@ -1,13 +1,9 @@
-// vm-shelve: shelve, offload and unshelve servers from a terminal. Actions go through the HTTP
-// API (so they meet the same claims and policies); progress comes from Temporal, where the
-// workflow's activities report bytes moved in their heartbeats.
+// vm-shelve: shelve, offload and unshelve servers from a terminal, through the HTTP API alone: the
+// actions meet the API's claims and policies, and their progress (the bytes the workflow's
+// activities report moved) comes from the API too. The CLI needs no access to Temporal.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { SingleBar } from 'cli-progress';
 import { Command, Option } from 'commander';
-import { currentProgress } from '../lib/actions.js';
-import { loadConfig } from '../lib/config.js';
-import { workflowId } from '../lib/temporal.js';
 
 interface GlobalOptions {
   api: string;
@@ -17,12 +13,22 @@ interface GlobalOptions {
 
 type Server = Record<string, unknown> & { id: string; status: string };
 
-const config = loadConfig();
+/** One action as GET /servers/{id}/os-instance-actions/{request_id} shows it (2.84). */
+interface ActionDetail {
+  message: string | null;
+  events: { event: string; result: string | null; details?: string | null }[];
+  /** vm-shelve's extension: null once the action has finished. */
+  progress: { step: string | null; bytes_done: number | null; bytes_total: number | null; running: boolean } | null;
+}
+
+/** The API's address by default: where `npm run api` listens (API_HOST, API_PORT). */
+const DEFAULT_API = `http://${process.env.API_HOST || '127.0.0.1'}:${process.env.API_PORT || '8774'}`;
 
 /** A one-line reason and a non-zero exit: what scripts and people both can read. */
 class CliError extends Error {}
 
-async function request(options: GlobalOptions, method: string, path: string, body?: unknown, version?: string) {
+/** Calls the API; returns the answer and the request id the API gave the request. */
+async function call(options: GlobalOptions, method: string, path: string, body?: unknown, version?: string) {
   const response = await fetch(`${options.api}/v2.1${path}`, {
     method,
     headers: {
@@ -40,8 +46,11 @@ async function request(options: GlobalOptions, method: string, path: string, bod
     const fault = Object.values(json)[0] as { message?: string } | undefined;
     throw new CliError(`${response.status}: ${fault?.message ?? text}`);
   }
-  return json;
+  return { json, requestId: response.headers.get('x-openstack-request-id') };
 }
+
+const request = async (options: GlobalOptions, method: string, path: string, body?: unknown, version?: string) =>
+  (await call(options, method, path, body, version)).json;
 
 const getServer = async (options: GlobalOptions, id: string) =>
   (await request(options, 'GET', `/servers/${id}`)).server as Server;
@@ -55,72 +64,71 @@ function stateLine(server: Server): string {
   ].join(' ');
 }
 
+/** Why a finished action failed, as its actions log tells it: the message of its first failed step. */
+function failureReason(action: ActionDetail, id: string): string {
+  const failed = action.events.find((event) => event.result === 'Error' && event.details);
+  return failed?.details ?? `no reason recorded (see vm-shelve actions ${id})`;
+}
+
 const MiB = 1024 * 1024;
 
 /**
- * Follows an action's workflow to its end: each state change on a line of its own, a progress bar
- * (MiB and rate) while disk data moves. Returns the server as it ends; throws the failure's reason.
+ * Follows an action, by the request id the API gave it, to its end: each state change on a line
+ * of its own, a progress bar (MiB and rate) while disk data moves. Returns the server as it ends;
+ * throws the failure's reason.
  */
-async function follow(options: GlobalOptions, id: string, action: 'shelve' | 'shelveOffload' | 'unshelve') {
-  const connection = await Connection.connect({ address: config.temporal.address });
-  try {
-    const handle = new Client({ connection, namespace: config.temporal.namespace }).workflow.getHandle(
-      workflowId(action, id),
-    );
-    let finished = false;
-    const result = handle.result().finally(() => (finished = true));
-    let bar: SingleBar | undefined;
-    let barStarted = 0;
-    let lastLine = '';
-    let lastStep: string | undefined;
-    while (!finished) {
-      const server = await getServer(options, id);
-      const progress = await currentProgress(handle).catch(() => undefined);
-      if (!options.json) {
-        const line = stateLine(server);
-        if (line !== lastLine && !bar) console.log(line);
-        lastLine = line;
-        if (progress?.bytesTotal && progress.bytesDone !== undefined) {
-          bar ??= new SingleBar({
-            format: `  ${progress.step} [{bar}] {percentage}% {doneMiB}/{totalMiB} MiB {rate} MiB/s`,
-            hideCursor: true,
-            // Without a terminal (logs, scripts), a line every second instead of a redrawn bar.
-            noTTYOutput: true,
-            notTTYSchedule: 1000,
-          });
-          if (!bar.isActive) {
-            bar.start(progress.bytesTotal, 0, { doneMiB: '0.0', totalMiB: '0.0', rate: '0.0' });
-            barStarted = Date.now();
-          }
-          const seconds = Math.max((Date.now() - barStarted) / 1000, 0.001);
-          bar.update(progress.bytesDone, {
-            doneMiB: (progress.bytesDone / MiB).toFixed(1),
-            totalMiB: (progress.bytesTotal / MiB).toFixed(1),
-            rate: (progress.bytesDone / MiB / seconds).toFixed(1),
-          });
-        } else {
-          if (bar?.isActive) {
-            bar.stop();
-            bar = undefined;
-          }
-          // A step without byte counts, such as waiting for a compute host's worker.
-          if (progress && progress.step !== lastStep) console.log(`  ${progress.step}`);
-        }
-        lastStep = progress?.bytesTotal ? lastStep : progress?.step;
-      }
-      await Promise.race([result.catch(() => undefined), sleep(300)]);
-    }
-    bar?.stop();
-    await result.catch((error: unknown) => {
-      const reason = error instanceof WorkflowFailedError ? (error.cause?.message ?? error.message) : String(error);
-      throw new CliError(`${action} of ${id} failed: ${reason}`);
-    });
+async function follow(options: GlobalOptions, id: string, action: string, requestId: string) {
+  let bar: SingleBar | undefined;
+  let barStarted = 0;
+  let lastLine = '';
+  let lastStep: string | undefined;
+  let detail: ActionDetail;
+  for (;;) {
     const server = await getServer(options, id);
-    if (!options.json) console.log(stateLine(server));
-    return server;
-  } finally {
-    await connection.close();
+    detail = (await request(options, 'GET', `/servers/${id}/os-instance-actions/${requestId}`, undefined, '2.84'))
+      .instanceAction as ActionDetail;
+    const progress = detail.progress;
+    if (!progress?.running) break;
+    if (!options.json) {
+      const line = stateLine(server);
+      if (line !== lastLine && !bar) console.log(line);
+      lastLine = line;
+      if (progress.bytes_total && progress.bytes_done !== null) {
+        bar ??= new SingleBar({
+          format: `  ${progress.step} [{bar}] {percentage}% {doneMiB}/{totalMiB} MiB {rate} MiB/s`,
+          hideCursor: true,
+          // Without a terminal (logs, scripts), a line every second instead of a redrawn bar.
+          noTTYOutput: true,
+          notTTYSchedule: 1000,
+        });
+        if (!bar.isActive) {
+          bar.start(progress.bytes_total, 0, { doneMiB: '0.0', totalMiB: '0.0', rate: '0.0' });
+          barStarted = Date.now();
+        }
+        const seconds = Math.max((Date.now() - barStarted) / 1000, 0.001);
+        bar.update(progress.bytes_done, {
+          doneMiB: (progress.bytes_done / MiB).toFixed(1),
+          totalMiB: (progress.bytes_total / MiB).toFixed(1),
+          rate: (progress.bytes_done / MiB / seconds).toFixed(1),
+        });
+      } else {
+        if (bar?.isActive) {
+          bar.stop();
+          bar = undefined;
+        }
+        // A step without byte counts, such as waiting for a compute host's worker.
+        if (progress.step && progress.step !== lastStep) console.log(`  ${progress.step}`);
+      }
+      lastStep = progress.bytes_total ? lastStep : (progress.step ?? undefined);
+    }
+    await sleep(300);
   }
+  bar?.stop();
+  if (detail.progress) throw new CliError(`${action} of ${id} failed: its workflow ended before the action finished`);
+  if (detail.message === 'Error') throw new CliError(`${action} of ${id} failed: ${failureReason(detail, id)}`);
+  const server = await getServer(options, id);
+  if (!options.json) console.log(stateLine(server));
+  return server;
 }
 
 function print(options: GlobalOptions, value: unknown, text: () => string): void {
@@ -129,11 +137,7 @@ function print(options: GlobalOptions, value: unknown, text: () => string): void
 
 const program = new Command('vm-shelve')
   .description('Shelve, offload and unshelve servers through the vm-shelve API')
-  .addOption(
-    new Option('--api <url>', 'API endpoint')
-      .env('VM_SHELVE_API')
-      .default(`http://${config.api.host}:${config.api.port}`),
-  )
+  .addOption(new Option('--api <url>', 'API endpoint').env('VM_SHELVE_API').default(DEFAULT_API))
   .addOption(new Option('--token <user:project>', 'token (noauth: user:project)').env('OS_TOKEN').makeOptionMandatory())
   .option('--json', 'machine-readable output', false)
   .showHelpAfterError();
@@ -143,9 +147,11 @@ const globals = () => program.opts<GlobalOptions>();
 async function act(id: string, body: unknown, version?: string, wait = true) {
   const options = globals();
   const action = Object.keys(body as object)[0] as 'shelve' | 'shelveOffload' | 'unshelve';
-  await request(options, 'POST', `/servers/${id}/action`, body, version);
+  const { requestId } = await call(options, 'POST', `/servers/${id}/action`, body, version);
   if (!wait) return print(options, { id, action, accepted: true }, () => `${action} of ${id} accepted`);
-  const server = await follow(options, id, action);
+  if (!requestId)
+    throw new CliError(`the API at ${options.api} named no request id (x-openstack-request-id) for the ${action}`);
+  const server = await follow(options, id, action, requestId);
   print(options, server, () => `${action} of ${id} done: ${server.status}`);
 }
 

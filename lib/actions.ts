@@ -54,9 +54,12 @@ const UNCLAIMED_AFTER_MS = 1000;
 /**
  * The progress of the action's current step: what a running activity last reported in its
  * heartbeat, or, for a step no worker has taken yet, that it waits for the compute host's worker
- * (which COMPUTE_HOST_TIMEOUT bounds).
+ * (which COMPUTE_HOST_TIMEOUT bounds), named unless `showHost` is false (hosts are for admins).
  */
-export async function currentProgress(handle: WorkflowHandle): Promise<Progress | undefined> {
+export async function currentProgress(
+  handle: WorkflowHandle,
+  { showHost = true }: { showHost?: boolean } = {},
+): Promise<Progress | undefined> {
   const description = await handle.describe();
   for (const activity of description.raw.pendingActivities ?? []) {
     const payload = activity.heartbeatDetails?.payloads?.[0];
@@ -64,9 +67,10 @@ export async function currentProgress(handle: WorkflowHandle): Promise<Progress 
     const scheduled = activity.scheduledTime ? Number(activity.scheduledTime.seconds) * 1000 : Date.now();
     if (decodePendingActivityState(activity.state) === 'SCHEDULED' && Date.now() - scheduled > UNCLAIMED_AFTER_MS) {
       const host = description.typedSearchAttributes.get(ComputeHost);
+      const worker = host ? (showHost ? `compute host ${host}` : 'the compute host') : 'a worker';
       const seconds = Math.round((Date.now() - scheduled) / 1000);
       return {
-        step: `waiting ${seconds}s for ${host ? `compute host ${host}` : 'a worker'} to take ${activity.activityType?.name ?? 'the step'}`,
+        step: `waiting ${seconds}s for ${worker} to take ${activity.activityType?.name ?? 'the step'}`,
       };
     }
   }

@@ -5,6 +5,9 @@ import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { nodeHashAlgorithm } from './glance.js';
+import type { KeystoneCredentials } from './keystone-session.js';
+import { type TemporalTls, type Secret, temporalSecurity } from './temporal-connection.js';
 
 const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -14,6 +17,13 @@ export interface Config {
     namespace: string;
     /** Task queue of the conductor worker (workflows, database and image activities). */
     conductorTaskQueue: string;
+    /**
+     * TLS to the frontend (TEMPORAL_TLS, TEMPORAL_TLS_CA, TEMPORAL_TLS_CERT, TEMPORAL_TLS_KEY,
+     * TEMPORAL_TLS_SERVER_NAME), or false for plaintext; files are read at load.
+     */
+    tls: TemporalTls | false;
+    /** TEMPORAL_API_KEY, sent as a bearer token; implies TLS unless TEMPORAL_TLS=false. */
+    apiKey: Secret<string> | undefined;
   };
   databaseUrl: string;
   /** Where the HTTP API listens (Nova's compute API port by default). */
@@ -25,8 +35,19 @@ export interface Config {
   auth: { strategy: 'noauth2' } | { strategy: 'keystone'; keystoneUrl: string };
   glance: {
     url: string;
-    /** A Keystone token for a Keystone-protected Glance; without one, Glance must run no-auth. */
-    authToken: string | undefined;
+    /**
+     * How Glance knows who calls (GLANCE_AUTH): `none`, a no-auth Glance that trusts the X-Roles
+     * and X-Tenant-Id headers; or `keystone`, tokens of service credentials, which a Keystone
+     * session renews (lib/keystone-session.ts).
+     */
+    auth: { kind: 'none' } | { kind: 'keystone'; keystoneUrl: string; credentials: KeystoneCredentials };
+    /**
+     * The project that owns shelve snapshots (GLANCE_SNAPSHOT_PROJECT), so that no tenant can
+     * upload into or delete one. With Keystone, the service credentials' project.
+     */
+    snapshotProject: string;
+    /** Glance's `hashing_algorithm` (GLANCE_HASHING_ALGORITHM): uploads are hashed the same way. */
+    hashingAlgorithm: string;
   };
   compute: {
     /** This hypervisor host's name, Nova's CONF.host. */
@@ -105,19 +126,89 @@ function auth(env: NodeJS.ProcessEnv): Config['auth'] {
   return { strategy, keystoneUrl };
 }
 
+/** Glance's authentication; errors name the variables, never a value that may be a secret. */
+function hashingAlgorithm(env: NodeJS.ProcessEnv): string {
+  const name = env.GLANCE_HASHING_ALGORITHM || 'sha512';
+  try {
+    nodeHashAlgorithm(name);
+  } catch {
+    throw new Error(`GLANCE_HASHING_ALGORITHM must be a hash algorithm Glance and Node both know, got '${name}'`);
+  }
+  return name;
+}
+
+function glanceAuth(env: NodeJS.ProcessEnv): Config['glance']['auth'] {
+  if (env.GLANCE_AUTH_TOKEN) {
+    throw new Error(
+      'GLANCE_AUTH_TOKEN is no longer read (a static token expires): set GLANCE_AUTH=keystone and service credentials',
+    );
+  }
+  const kind = env.GLANCE_AUTH || 'none';
+  if (kind === 'none') return { kind };
+  if (kind !== 'keystone') throw new Error(`GLANCE_AUTH must be none or keystone, got '${kind}'`);
+  const raw = env.KEYSTONE_URL;
+  if (!raw) throw new Error('GLANCE_AUTH=keystone needs KEYSTONE_URL, e.g. http://127.0.0.1:5000/v3');
+  const keystoneUrl = raw.replace(/\/+$/, '');
+  if (!URL.canParse(keystoneUrl) || !/^https?:$/.test(new URL(keystoneUrl).protocol) || !keystoneUrl.endsWith('/v3')) {
+    throw new Error(`KEYSTONE_URL must be Keystone's v3 endpoint, e.g. http://127.0.0.1:5000/v3, got '${raw}'`);
+  }
+  const set = (names: string[]) => names.filter((name) => env[name]);
+  const applicationCredential = ['GLANCE_APPLICATION_CREDENTIAL_ID', 'GLANCE_APPLICATION_CREDENTIAL_SECRET'];
+  const password = ['GLANCE_SERVICE_USERNAME', 'GLANCE_SERVICE_PASSWORD', 'GLANCE_SERVICE_PROJECT'];
+  if (set(applicationCredential).length > 0) {
+    if (set(password).length > 0) {
+      throw new Error(
+        `GLANCE_AUTH=keystone takes an application credential or a password, not both: unset ${set(password).join(', ')}`,
+      );
+    }
+    const missing = applicationCredential.filter((name) => !env[name]);
+    if (missing.length > 0) throw new Error(`GLANCE_AUTH=keystone needs ${missing.join(' and ')} too`);
+    return {
+      kind,
+      keystoneUrl,
+      credentials: {
+        kind: 'applicationCredential',
+        id: env.GLANCE_APPLICATION_CREDENTIAL_ID!,
+        secret: env.GLANCE_APPLICATION_CREDENTIAL_SECRET!,
+      },
+    };
+  }
+  const missing = password.filter((name) => !env[name]);
+  if (missing.length > 0) {
+    throw new Error(
+      `GLANCE_AUTH=keystone needs ${password.join(', ')} (or ${applicationCredential.join(' and ')}); missing: ${missing.join(', ')}`,
+    );
+  }
+  return {
+    kind,
+    keystoneUrl,
+    credentials: {
+      kind: 'password',
+      userName: env.GLANCE_SERVICE_USERNAME!,
+      password: env.GLANCE_SERVICE_PASSWORD!,
+      projectName: env.GLANCE_SERVICE_PROJECT!,
+      userDomain: env.GLANCE_SERVICE_USER_DOMAIN || 'Default',
+      projectDomain: env.GLANCE_SERVICE_PROJECT_DOMAIN || 'Default',
+    },
+  };
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return {
     temporal: {
       address: env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
       namespace: env.TEMPORAL_NAMESPACE ?? 'default',
       conductorTaskQueue: env.CONDUCTOR_TASK_QUEUE ?? 'shelve',
+      ...temporalSecurity(env),
     },
     databaseUrl: env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/vm_shelve',
     api: { host: env.API_HOST ?? '127.0.0.1', port: integer(env, 'API_PORT', 8774, 0) },
     auth: auth(env),
     glance: {
       url: (env.GLANCE_URL ?? 'http://127.0.0.1:9292').replace(/\/+$/, ''),
-      authToken: env.GLANCE_AUTH_TOKEN || undefined,
+      auth: glanceAuth(env),
+      snapshotProject: env.GLANCE_SNAPSHOT_PROJECT || 'vm-shelve-service',
+      hashingAlgorithm: hashingAlgorithm(env),
     },
     compute: {
       host: env.COMPUTE_HOST ?? hostname(),

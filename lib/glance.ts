@@ -1,9 +1,10 @@
 // OpenStack Glance v2 (images): the calls a shelve and an unshelve need, nothing more.
-import { createHash } from 'node:crypto';
+import { createHash, getHashes, type Hash } from 'node:crypto';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { ApplicationFailure } from '@temporalio/common';
-import axios, { type AxiosInstance, isAxiosError } from 'axios';
+import axios, { type AxiosInstance, type InternalAxiosRequestConfig, isAxiosError } from 'axios';
 import type { Config } from './config.js';
+import { KeystoneAuthError, KeystoneSession } from './keystone-session.js';
 
 export interface GlanceImage {
   id: string;
@@ -25,7 +26,8 @@ export interface GlanceImage {
 export interface ImageCreateRequest {
   id: string;
   name: string;
-  owner: string;
+  /** The request's own project when absent. */
+  owner?: string;
   visibility: 'private' | 'shared' | 'public' | 'community';
   disk_format: string;
   container_format: string;
@@ -41,18 +43,32 @@ export interface RequestContext {
 }
 
 /**
- * Counts and hashes the bytes passing through with sha512, as Glance does for its os_hash_value:
- * what is compared with Glance's record on upload and download. (Glance's md5 `checksum` would
- * cost as much again for nothing.) Each chunk is hashed where it is, on the stream's own thread:
- * a hashing thread needs a copy of every chunk, which cost about 100 MiB of memory and, on two
- * cores beside glance-api, bought no speed (bench/RESULTS.md).
+ * Node's name for one of Python's hashlib names, which Glance's `hashing_algorithm` and images'
+ * `os_hash_algo` use (sha3_512 is sha3-512 here); refuses one Node does not have.
+ */
+export function nodeHashAlgorithm(hashlibName: string): string {
+  const name = hashlibName.toLowerCase().replace(/_/g, '-');
+  if (!getHashes().includes(name)) throw new Error(`hash algorithm '${hashlibName}' is not supported`);
+  return name;
+}
+
+/**
+ * Counts and hashes the bytes passing through with `algorithm` (a hashlib name, as Glance's
+ * os_hash_algo): what is compared with Glance's os_hash_value on upload and download. Each chunk is
+ * hashed where it is, on the stream's own thread: a hashing thread needs a copy of every chunk,
+ * which cost about 100 MiB of memory and, on two cores beside glance-api, bought no speed
+ * (bench/RESULTS.md).
  */
 export class ImageDigest extends Transform {
   bytes = 0;
-  private readonly hash = createHash('sha512');
+  private readonly hash: Hash;
 
-  constructor(private readonly onProgress: (bytes: number) => void = () => undefined) {
+  constructor(
+    readonly algorithm: string,
+    private readonly onProgress: (bytes: number) => void = () => undefined,
+  ) {
     super({ highWaterMark: 1024 * 1024 });
+    this.hash = createHash(nodeHashAlgorithm(algorithm));
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -76,35 +92,117 @@ function isPermanent(status: number | undefined): boolean {
   return status !== undefined && status >= 400 && status < 500 && ![408, 409, 429].includes(status);
 }
 
+/** Longest excerpt of Glance's answer a failure carries. */
+const MAX_EXCERPT = 300;
+/** A Keystone Fernet token, should one ever be echoed back. */
+const FERNET_TOKEN = /gAAAAA[\w-]{20,}/g;
+
+function excerpt(text: string): string {
+  const plain = text
+    .replace(/<[^>]+>/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .replace(FERNET_TOKEN, '[token]');
+  return plain.length > MAX_EXCERPT ? `${plain.slice(0, MAX_EXCERPT)}…` : plain;
+}
+
+/** Method and URL path of a request, without its query, headers or body. */
+function requestLine(config: { method?: string; baseURL?: string; url?: string } | undefined): {
+  method: string;
+  path: string;
+} {
+  const method = (config?.method ?? 'get').toUpperCase();
+  const url = `${config?.baseURL ?? ''}${config?.url ?? ''}`;
+  const path = URL.canParse(url) ? new URL(url).pathname : (url.split(/[?#]/)[0] ?? '');
+  return { method, path };
+}
+
+/**
+ * A request refused with 401 whose body, a stream, is spent and cannot be sent again: the token
+ * is forgotten and the failure is retryable, so that the activity's next attempt starts over
+ * with a new one.
+ */
+class StaleTokenError extends Error {
+  constructor(readonly request: { method: string; path: string }) {
+    super('HTTP 401: the service token was refused; a new one is used on the next attempt');
+  }
+}
+
+/**
+ * The failure of a Glance call, from plain facts only: the request's method and path, Glance's
+ * status and a short excerpt of its answer, or the network error. The AxiosError itself is never
+ * chained: its config holds the request's headers (the token) and body (disk bytes), and workers
+ * log failed activities with their whole cause chain.
+ */
 function glanceFailure(what: string, error: unknown): ApplicationFailure {
+  let reason: string;
+  let request: { method: string; path: string } | undefined;
+  let status: number | undefined;
+  let code: string | undefined;
+  let nonRetryable = false;
   if (isAxiosError(error)) {
-    const status = error.response?.status;
+    status = error.response?.status;
+    // A network error's code; axios' own for an HTTP error (ERR_BAD_RESPONSE) says no more than its status.
+    code = status ? undefined : error.code;
+    request = requestLine(error.config);
     const body: unknown = error.response?.data;
+    // A stream (a download's error answer) is left unread.
     const detail =
       typeof body === 'string'
-        ? body
-            .replace(/<[^>]+>/g, ' ')
-            .replace(/\s+/g, ' ')
-            .trim()
-        : '';
-    const reason = status ? `HTTP ${status}${detail ? `: ${detail}` : ''}` : error.message;
-    return ApplicationFailure.create({
-      type: 'GlanceError',
-      message: `Glance ${what} failed: ${reason}`,
-      nonRetryable: isPermanent(status),
-      details: [{ status: status ?? null }],
-      cause: error,
-    });
+        ? excerpt(body)
+        : body !== null && typeof body === 'object' && !(typeof (body as { pipe?: unknown }).pipe === 'function')
+          ? excerpt(JSON.stringify(body))
+          : '';
+    const message = excerpt(error.message);
+    reason = status
+      ? `HTTP ${status}${detail ? `: ${detail}` : ''}`
+      : code && !message.includes(code)
+        ? `${code}: ${message}`
+        : message;
+    nonRetryable = isPermanent(status);
+  } else if (error instanceof StaleTokenError) {
+    status = 401;
+    request = error.request;
+    reason = error.message;
+  } else if (error instanceof KeystoneAuthError) {
+    status = error.status;
+    reason = error.message;
+    nonRetryable = !error.retryable;
+  } else {
+    const errorCode = error instanceof Error ? (error as NodeJS.ErrnoException).code : undefined;
+    code = typeof errorCode === 'string' ? errorCode : undefined;
+    reason = excerpt(error instanceof Error ? error.message : String(error));
   }
   return ApplicationFailure.create({
     type: 'GlanceError',
-    message: `Glance ${what} failed: ${error instanceof Error ? error.message : String(error)}`,
-    cause: error instanceof Error ? error : undefined,
+    message: `Glance ${what} failed: ${reason}${request ? ` (${request.method} ${request.path})` : ''}`,
+    nonRetryable,
+    details: [
+      { status: status ?? null, method: request?.method ?? null, path: request?.path ?? null, code: code ?? null },
+    ],
   });
 }
 
+/** True when axios can send this body again: not a stream, which the first attempt consumed. */
+function replayable(data: unknown): boolean {
+  return !(data !== null && typeof data === 'object' && typeof (data as { pipe?: unknown }).pipe === 'function');
+}
+
+/** Marks a request already sent again after a 401, so it is never retried twice. */
+const RETRIED = Symbol('retried after a 401');
+/** The token a request carried and whether it was new, to judge a 401. */
+const TOKEN_USED = Symbol('token used');
+
+type SessionRequestConfig = InternalAxiosRequestConfig & {
+  [RETRIED]?: boolean;
+  [TOKEN_USED]?: { token: string; renewed: boolean };
+};
+
 export class GlanceClient {
   private readonly http: AxiosInstance;
+
+  /** The Keystone session of the service credentials, when Glance is Keystone-protected. */
+  private readonly session: KeystoneSession | undefined;
 
   constructor(private readonly config: Config['glance']) {
     this.http = axios.create({
@@ -116,11 +214,51 @@ export class GlanceClient {
       // memory, to send it again after one (follow-redirects): a whole disk image.
       maxRedirects: 0,
     });
+    const { auth } = config;
+    if (auth.kind !== 'keystone') return;
+    const session = new KeystoneSession(auth.keystoneUrl, auth.credentials);
+    this.session = session;
+    // Every request carries the session's current token.
+    this.http.interceptors.request.use(async (request: SessionRequestConfig) => {
+      const used = await session.token();
+      request[TOKEN_USED] = used;
+      request.headers.set('X-Auth-Token', used.token);
+      return request;
+    });
+    // A 401 for a token that was not new: it was revoked or expired early. Authenticate again and
+    // send the request once more; a spent stream body cannot be, so that fails, retryably.
+    this.http.interceptors.response.use(undefined, async (error: unknown) => {
+      if (!isAxiosError(error) || error.response?.status !== 401 || !error.config) throw error;
+      const request = error.config as SessionRequestConfig;
+      const used = request[TOKEN_USED];
+      if (!used || used.renewed || request[RETRIED]) throw error;
+      session.invalidate(used.token);
+      if (!replayable(request.data)) throw new StaleTokenError(requestLine(request));
+      request[RETRIED] = true;
+      return this.http.request(request);
+    });
   }
 
+  /** Headers that say who a request acts for; a Keystone token is added to each request as it leaves. */
   private headers(context: RequestContext): Record<string, string> {
-    if (this.config.authToken) return { 'X-Auth-Token': this.config.authToken };
-    return { 'X-Roles': 'admin,member', 'X-Tenant-Id': context.projectId, 'X-User-Id': context.userId };
+    if (this.session) return {};
+    // What Keystone's auth_token middleware would tell Glance of a caller it had checked.
+    return {
+      'X-Identity-Status': 'Confirmed',
+      'X-Roles': 'admin,member',
+      'X-Tenant-Id': context.projectId,
+      'X-User-Id': context.userId,
+    };
+  }
+
+  /** The headers a request to Glance needs, token included, for another HTTP client (the bench's curl). */
+  async requestHeaders(context: RequestContext): Promise<Record<string, string>> {
+    if (!this.session) return this.headers(context);
+    try {
+      return { 'X-Auth-Token': (await this.session.token()).token };
+    } catch (error) {
+      throw glanceFailure('authentication', error);
+    }
   }
 
   /** Creates the image record, or returns it when a retry finds it already made with this id. */
@@ -201,4 +339,64 @@ export class GlanceClient {
       throw glanceFailure(`delete of image ${imageId}`, error);
     }
   }
+
+  /** Who owns shelve snapshots: the service's own project, where no tenant reaches them. */
+  get snapshotContext(): RequestContext {
+    return { projectId: this.config.snapshotProject, userId: 'vm-shelve' };
+  }
+
+  /** The hash Glance computes of what it stores (its `hashing_algorithm`): uploads hash the same. */
+  get hashingAlgorithm(): string {
+    return this.config.hashingAlgorithm;
+  }
+
+  /** Sets the image's `protected` flag; true when the image was there, false when it was gone. */
+  async setProtected(context: RequestContext, imageId: string, value: boolean): Promise<boolean> {
+    try {
+      await this.http.patch(`/images/${imageId}`, [{ op: 'replace', path: '/protected', value }], {
+        headers: { ...this.headers(context), 'Content-Type': 'application/openstack-images-v2.1-json-patch' },
+      });
+      return true;
+    } catch (error) {
+      if (isAxiosError(error) && error.response?.status === 404) return false;
+      throw glanceFailure(`update of image ${imageId}`, error);
+    }
+  }
+
+  /** Deletes a protected image (a shelve snapshot); true when it was there, false when it was gone. */
+  async unprotectAndDelete(context: RequestContext, imageId: string): Promise<boolean> {
+    return (await this.setProtected(context, imageId, false)) && this.deleteImage(context, imageId);
+  }
+
+  /** The first `length` bytes of the image's data (fewer when the image is smaller). */
+  async readImageHead(context: RequestContext, imageId: string, length: number): Promise<Buffer> {
+    try {
+      const response = await this.http.get<Readable>(`/images/${imageId}/file`, {
+        headers: { ...this.headers(context), Range: `bytes=0-${length - 1}` },
+        responseType: 'stream',
+      });
+      // Read no further than asked, whether Glance honoured the range or sent the whole image.
+      const chunks: Buffer[] = [];
+      let read = 0;
+      for await (const chunk of response.data as AsyncIterable<Buffer>) {
+        chunks.push(chunk);
+        read += chunk.length;
+        if (read >= length) break;
+      }
+      response.data.destroy();
+      return Buffer.concat(chunks).subarray(0, length);
+    } catch (error) {
+      throw glanceFailure(`read of image ${imageId}`, error);
+    }
+  }
+}
+
+/**
+ * The hash an image's data must have, as Glance records it: os_hash_value with its os_hash_algo,
+ * or, for an image from before multihash, the md5 `checksum`; null when Glance records none.
+ */
+export function expectedHash(image: GlanceImage): { algorithm: string; value: string } | null {
+  if (image.os_hash_algo && image.os_hash_value) return { algorithm: image.os_hash_algo, value: image.os_hash_value };
+  if (image.checksum) return { algorithm: 'md5', value: image.checksum };
+  return null;
 }

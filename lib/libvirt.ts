@@ -38,9 +38,13 @@ function escapeXml(text: string): string {
   );
 }
 
-/** Where a domain's root disk lives: a file on the host, or a volume in a storage pool. */
+/**
+ * Where a domain's disk lives: a file on the host (a qcow2 overlay names its one backing file), or
+ * a volume in a storage pool.
+ */
 export type DomainDisk =
-  { type: 'file'; path: string; format: string } | { type: 'volume'; pool: string; volume: string; format: string };
+  | { type: 'file'; path: string; format: string; backing?: { path: string; format: string } }
+  | { type: 'volume'; pool: string; volume: string; format: string };
 
 function diskSource(disk: DomainDisk): string {
   return disk.type === 'file'
@@ -48,10 +52,20 @@ function diskSource(disk: DomainDisk): string {
     : `<source pool='${escapeXml(disk.pool)}' volume='${escapeXml(disk.volume)}'/>`;
 }
 
+/**
+ * The whole backing chain, written out: libvirt then never reads a chain (or a format) from an
+ * image's header, where a tenant's bytes could name a host file.
+ */
+function backingStoreXml(disk: DomainDisk): string {
+  if (disk.type !== 'file' || !disk.backing) return '<backingStore/>';
+  return `<backingStore type='file'><format type='${escapeXml(disk.backing.format)}'/><source file='${escapeXml(disk.backing.path)}'/><backingStore/></backingStore>`;
+}
+
 function diskXml(disk: DomainDisk, target: string): string {
   return `<disk type='${disk.type}' device='disk'>
-      <driver name='qemu' type='${disk.format}' cache='none'/>
+      <driver name='qemu' type='${escapeXml(disk.format)}' cache='none'/>
       ${diskSource(disk)}
+      ${backingStoreXml(disk)}
       <target dev='${target}' bus='virtio'/>
     </disk>`;
 }

@@ -159,7 +159,13 @@ export function rootVolume(instance: Pick<Instance, 'blockDeviceMappings'>): Blo
 }
 
 /** system_metadata keys written at shelve and removed at unshelve (spec §2.1). */
-export const SHELVE_METADATA_KEYS = ['shelved_at', 'shelved_image_id', 'shelved_host'] as const;
+export const SHELVE_METADATA_KEYS = [
+  'shelved_at',
+  'shelved_image_id',
+  'shelved_host',
+  'shelved_image_os_hash_algo',
+  'shelved_image_os_hash_value',
+] as const;
 
 /** Nova's shelved_at format: naive UTC isoformat with microseconds, e.g. 2024-05-01T10:00:00.123000. */
 export function shelvedAtTimestamp(date: Date): string {

@@ -1,5 +1,7 @@
 // qemu-img, always through an argument list (never a shell string). A run given an AbortSignal
-// is killed when it fires, so a cancelled activity leaves no qemu-img behind.
+// is killed when it fires, so a cancelled activity leaves no qemu-img behind. Every image is opened
+// with its format named (-f, -F): a probed format lets an image's own bytes decide what qemu-img
+// reads, and a VMDK descriptor or a qcow2 header can name any host file (lib/format-inspector.ts).
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
@@ -10,6 +12,9 @@ export interface ImageInfo {
   virtualSize: number;
   actualSize: number;
   backingFile: string | null;
+  backingFormat: string | null;
+  /** A qcow2's external data file: another file holding its guest data. */
+  dataFile: string | null;
 }
 
 /** One image of a backing chain, the top one first. */
@@ -24,6 +29,8 @@ interface QemuImgInfo {
   'actual-size': number;
   'backing-filename'?: string;
   'full-backing-filename'?: string;
+  'backing-filename-format'?: string;
+  'format-specific'?: { data?: { 'data-file'?: string } };
 }
 
 async function qemuImg(args: string[], signal?: AbortSignal): Promise<string> {
@@ -42,17 +49,30 @@ function imageInfoOf(info: QemuImgInfo): ImageInfo {
     virtualSize: info['virtual-size'],
     actualSize: info['actual-size'],
     backingFile: info['full-backing-filename'] ?? info['backing-filename'] ?? null,
+    backingFormat: info['backing-filename-format'] ?? null,
+    dataFile: info['format-specific']?.data?.['data-file'] ?? null,
   };
 }
 
-/** Reads an image's metadata; `shared` allows reading a disk a running domain holds open. */
-export async function imageInfo(file: string, { shared = false } = {}): Promise<ImageInfo> {
-  return imageInfoOf(JSON.parse(await qemuImg(['info', '--output=json', ...(shared ? ['-U'] : []), file])));
+/**
+ * Reads the header of an image of `format`; `shared` allows reading a disk a running domain holds
+ * open. The backing file, if any, is named, never opened.
+ */
+export async function imageInfo(file: string, format: string, { shared = false } = {}): Promise<ImageInfo> {
+  return imageInfoOf(
+    JSON.parse(await qemuImg(['info', '--output=json', '-f', format, ...(shared ? ['-U'] : []), file])),
+  );
 }
 
-/** The image and every image under it, the image itself first. */
-export async function backingChain(file: string): Promise<ChainImage[]> {
-  const chain = JSON.parse(await qemuImg(['info', '--output=json', '--backing-chain', '-U', file])) as QemuImgInfo[];
+/**
+ * The image and every image under it, the image itself first. Only for a chain already checked to
+ * be the project's own (an instance overlay on its _base file): the chain's formats come from its
+ * headers.
+ */
+export async function backingChain(file: string, format: string): Promise<ChainImage[]> {
+  const chain = JSON.parse(
+    await qemuImg(['info', '--output=json', '--backing-chain', '-U', '-f', format, file]),
+  ) as QemuImgInfo[];
   return chain.map((info) => ({ file: info.filename, ...imageInfoOf(info) }));
 }
 
@@ -67,28 +87,30 @@ export async function createBlank(file: string, size: number) {
 }
 
 /**
- * Copies `source` into a standalone image (backing chain flattened) of `format`; with `zstd`, a
- * qcow2 whose clusters are zstd-compressed. Out-of-order writes (-W) let both cores work.
+ * Copies `source` (of `sourceFormat`) into a standalone image (backing chain flattened) of
+ * `format`; with `zstd`, a qcow2 whose clusters are zstd-compressed. Out-of-order writes (-W) let
+ * both cores work.
  */
 export async function convert(
   source: string,
+  sourceFormat: string,
   target: string,
   format: string,
   { zstd = false, signal }: { zstd?: boolean; signal?: AbortSignal } = {},
 ) {
   const compression = zstd ? ['-c', '-o', 'compression_type=zstd'] : [];
-  await qemuImg(['convert', '-q', '-W', '-O', format, ...compression, source, target], signal);
+  await qemuImg(['convert', '-q', '-W', '-f', sourceFormat, '-O', format, ...compression, source, target], signal);
 }
 
-/** Grows an image's virtual size to `size` bytes. */
-export async function resize(file: string, size: number) {
-  await qemuImg(['resize', '-q', file, String(size)]);
+/** Grows the virtual size of an image of `format` to `size` bytes. */
+export async function resize(file: string, format: string, size: number) {
+  await qemuImg(['resize', '-q', '-f', format, file, String(size)]);
 }
 
-/** True when the two images show the guest the same bytes. */
-export async function sameGuestContent(a: string, b: string): Promise<boolean> {
+/** True when the raw file `reference` and the qcow2 `disk` show the guest the same bytes. */
+export async function sameGuestContent(reference: string, disk: string): Promise<boolean> {
   try {
-    await run('qemu-img', ['compare', '-q', '-U', a, b]);
+    await run('qemu-img', ['compare', '-q', '-U', '-f', 'raw', '-F', 'qcow2', reference, disk]);
     return true;
   } catch (error) {
     if ((error as { code?: number }).code === 1) return false;

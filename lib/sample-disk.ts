@@ -31,7 +31,7 @@ export async function createSampleDisk(dir: string, name: string, sizeMiB = 64):
     await file.close();
   }
   const image = path.join(dir, `${name}.qcow2`);
-  await convert(reference, image, 'qcow2');
+  await convert(reference, 'raw', image, 'qcow2');
   return { image, reference };
 }
 

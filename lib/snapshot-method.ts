@@ -73,8 +73,9 @@ export function chooseMethod(standaloneQcow2: boolean, ratio: number): SnapshotM
   return asIs <= flatten ? 'as-is' : 'flatten';
 }
 
+/** The plan for an instance's qcow2 root disk, whose backing chain was checked to be its own. */
 export async function planSnapshot(disk: string): Promise<SnapshotPlan> {
-  const chain = await backingChain(disk);
+  const chain = await backingChain(disk, 'qcow2');
   const top = chain[0]!;
   const sampledRatio = await sampleCompressionRatio(chain);
   const standaloneQcow2 = top.format === 'qcow2' && top.backingFile === null;

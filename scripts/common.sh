@@ -21,7 +21,7 @@ DEBIAN_PACKAGES=(
   qemu-system-x86 qemu-utils glance-api postgresql-client python3-openstackclient
   python3-keystone uwsgi-plugin-python3
   chromium
-  build-essential python3 curl
+  build-essential python3 curl acl
 )
 
 log() { printf '\033[1m[%s]\033[0m %s\n' "${LOG_TAG:-vm-shelve}" "$*" >&2; }

@@ -4,10 +4,11 @@
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import { instanceDirectory, rootDiskPath } from '../activities/compute.js';
 import { type Action, startAction, watchAction } from '../lib/actions.js';
 import { loadConfig } from '../lib/config.js';
+import { connectClient } from '../lib/temporal-client.js';
 import { GlanceClient } from '../lib/glance.js';
 import { LibvirtConnection } from '../lib/libvirt.js';
 import { type Instance, serverStatus } from '../lib/nova.js';
@@ -35,7 +36,7 @@ function check(what: string, ok: boolean): void {
 const pool = createPool(config.databaseUrl);
 const glance = new GlanceClient(config.glance);
 const libvirt = new LibvirtConnection(config.compute.libvirtUri);
-const connection = await Connection.connect({ address: config.temporal.address });
+const connection = await connectClient(config);
 const client = new Client({ connection, namespace: config.temporal.namespace });
 const owner = { projectId: 'demo-project', userId: 'demo-user' };
 const instanceUuid = randomUUID();

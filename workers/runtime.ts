@@ -1,6 +1,8 @@
 // What both workers set up the same way: Temporal's logs as our JSON lines, and the connection.
-import { DefaultLogger, type LogLevel, NativeConnection, Runtime } from '@temporalio/worker';
+import { DefaultLogger, type LogEntry, type LogLevel, NativeConnection, Runtime } from '@temporalio/worker';
+import type { Logger } from 'pino';
 import type { Config } from '../lib/config.js';
+import { temporalConnectionError, temporalConnectionOptions } from '../lib/temporal-connection.js';
 import { logger } from '../lib/logger.js';
 
 const pinoLevel: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'> = {
@@ -13,17 +15,29 @@ const pinoLevel: Record<LogLevel, 'trace' | 'debug' | 'info' | 'warn' | 'error'>
 
 let installed = false;
 
+/**
+ * A log function for the SDK's DefaultLogger that writes through `target`, one of our pino
+ * loggers: the SDK's meta (the `error` of 'Activity failed', with its causes) is made safe and
+ * redacted there like any other line (lib/logger.ts).
+ */
+export function logThrough(target: Logger): (entry: LogEntry) => void {
+  return ({ level, message, meta }) => target[pinoLevel[level]](meta ?? {}, message);
+}
+
 /** Routes the SDK's logs (workflow and activity loggers included) to pino; once per process. */
 export function installRuntimeLogging(): void {
   if (installed) return;
   installed = true;
-  Runtime.install({
-    logger: new DefaultLogger('INFO', ({ level, message, meta }) => logger[pinoLevel[level]](meta ?? {}, message)),
-  });
+  Runtime.install({ logger: new DefaultLogger('INFO', logThrough(logger)) });
 }
 
-export function connectWorker(config: Config): Promise<NativeConnection> {
-  return NativeConnection.connect({ address: config.temporal.address });
+/** The worker's connection to Temporal, with the TLS, client certificate and API key configured. */
+export async function connectWorker(config: Config): Promise<NativeConnection> {
+  try {
+    return await NativeConnection.connect(temporalConnectionOptions(config.temporal));
+  } catch (error) {
+    throw await temporalConnectionError(config.temporal, error);
+  }
 }
 
 /** True when `moduleUrl` is the script node was asked to run. */

@@ -150,7 +150,7 @@ export async function deleteSnapshotImage(requestId: string, instance: Instance,
     { requestId, name: 'delete_snapshot_image', host: null, details: `deleting snapshot image ${imageId}` },
     () =>
       images
-        .deleteImage({ owner: instance, imageId })
+        .deleteSnapshotImage({ imageId })
         .catch((error: unknown) => log.warn('snapshot image not deleted', { imageId, error: String(reason(error)) })),
   );
 }

@@ -1,8 +1,8 @@
 // Shelve-offload: free the host of a shelved instance. It then exists only in the database and
 // in Glance (spec §1.5).
 import type { Instance } from '../lib/nova.js';
-import { PowerState, TaskState, VmState } from '../lib/nova.js';
-import { type ComputeHosts, configuredComputeHosts, database } from './activities.js';
+import { PowerState, rootVolume, TaskState, VmState } from '../lib/nova.js';
+import { type ComputeHosts, configuredComputeHosts, database, images } from './activities.js';
 import { type ActionInput, checkedInput, claim, inAction, inEvent, tagWorkflow, withRollback } from './common.js';
 
 /**
@@ -22,6 +22,8 @@ export async function offloadInstance(instance: Instance, requestId: string, com
           details: `undefining the domain and removing the instance files on ${host}`,
         },
         async () => {
+          // The disk goes only while its snapshot is in Glance as the shelve stored it.
+          if (!rootVolume(instance)) await images.verifySnapshotImage({ instance });
           if (host) await compute(host).destroyInstance({ instanceUuid });
           return database.saveInstance({
             instanceUuid,

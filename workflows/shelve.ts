@@ -13,12 +13,16 @@ import {
   inAction,
   inEvent,
   isFailure,
+  reason,
   step,
   tagWorkflow,
   withRollback,
 } from './common.js';
 import { offloadInstance } from './offload.js';
 import { shelvedOffloadTimer } from './offload-timer.js';
+
+/** How many times a shelve starts over in a new image before it fails. */
+const MAX_IMAGE_REPLACEMENTS = 3;
 
 export interface ShelveInput extends ActionInput {
   /** Seconds to wait for a clean shutdown; the conductor's SHUTDOWN_TIMEOUT when absent. */
@@ -82,7 +86,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
           taskState: TaskState.SHELVING_IMAGE_UPLOADING,
         });
 
-        await inEvent(
+        const uploaded = await inEvent(
           {
             requestId,
             name: 'compute_snapshot_instance',
@@ -90,13 +94,16 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
             details: `uploading the root disk into image ${imageId}`,
           },
           async () => {
-            for (;;) {
+            for (let replaced = 0; ; replaced++) {
               try {
                 return await compute(host).snapshotInstance({ instance, imageId });
               } catch (error) {
-                if (!isFailure(error, 'ImageUploadInterrupted')) throw error;
-                step(`replacing image ${imageId}, stuck after an interrupted upload`);
-                await images.deleteImage({ owner: claimed, imageId });
+                // An image stuck after an interrupted upload, or holding bytes this shelve cannot
+                // vouch for, is never used: a new one is, a few times at most.
+                const unusable = isFailure(error, 'ImageUploadInterrupted') || isFailure(error, 'ImageUploadMismatch');
+                if (!unusable || replaced >= MAX_IMAGE_REPLACEMENTS) throw error;
+                step(`replacing image ${imageId}: ${(reason(error) as Error).message}`);
+                await images.deleteSnapshotImage({ imageId });
                 imageId = uuid4();
                 await images.createSnapshotImage({ instance, imageId });
               }
@@ -117,13 +124,16 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
               shelved_at: shelvedAtTimestamp(new Date()),
               shelved_image_id: imageId,
               shelved_host: host,
+              // What the offload and the unshelve check the snapshot against.
+              shelved_image_os_hash_algo: uploaded.osHashAlgo,
+              shelved_image_os_hash_value: uploaded.osHashValue,
             },
           },
         );
       },
       async (error) => {
         // Unlike Nova, a failed shelve leaves no orphaned image behind.
-        await images.deleteImage({ owner: claimed, imageId });
+        await images.deleteSnapshotImage({ imageId });
         await rollBack(claimed, requestId, error, compute);
       },
     );

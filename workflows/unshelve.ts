@@ -118,9 +118,10 @@ async function rootDiskSource(instance: Instance, requestId: string): Promise<Ro
     });
   }
   await inEvent({ requestId, name: 'get_image_info', host: null, details: `checking snapshot image ${imageId}` }, () =>
-    images.getActiveImage({ owner: instance, imageId }),
+    images.getActiveImage({ imageId }),
   );
-  return { kind: 'standalone', imageId };
+  const { shelved_image_os_hash_algo: osHashAlgo, shelved_image_os_hash_value: osHashValue } = instance.systemMetadata;
+  return { kind: 'standalone', imageId, snapshot: osHashAlgo && osHashValue ? { osHashAlgo, osHashValue } : null };
 }
 
 async function spawnFromSnapshot(

@@ -1,8 +1,9 @@
 // The claim and the compare-and-swap saves, on the real PostgreSQL.
 import { randomUUID } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createDatabaseActivities, getInstance } from '../../activities/database.js';
+import { type ClaimRequest, createDatabaseActivities, getInstance } from '../../activities/database.js';
 import { loadConfig } from '../../lib/config.js';
 import { createPool } from '../../lib/postgres.js';
 
@@ -62,6 +63,32 @@ describe('claimInstance', () => {
     const again = await database.claimInstance(claim);
     expect(again.taskState).toBe('shelving');
     expect(again.systemMetadata.image_base_image_ref).toBe(again.imageRef);
+  });
+
+  it('passes again only for the workflow the claim was made for, whatever the request id', async () => {
+    const uuid = await activeInstance();
+    const claim = { instanceUuid: uuid, action: 'shelve', requestId: 'req-api' } as const;
+    // The API claims for the workflow it is about to start.
+    await database.claimInstance({ ...claim, workflowId: `shelve-${uuid}` });
+    const inWorkflow = (workflowId: string, request: ClaimRequest = claim) =>
+      new MockActivityEnvironment({ workflowExecution: { workflowId, runId: randomUUID() } }).run(
+        database.claimInstance,
+        request,
+      );
+    // Inside an activity the workflow that runs it is the claimant: a named workflowId is ignored.
+    for (const attempt of [
+      () => inWorkflow('intruder'),
+      () => inWorkflow('intruder', { ...claim, workflowId: `shelve-${uuid}` }),
+      () => database.claimInstance(claim),
+    ]) {
+      await expect(attempt()).rejects.toMatchObject({
+        type: 'UnexpectedTaskState',
+        nonRetryable: true,
+        message: `Cannot 'shelve' instance ${uuid} while it is in task_state shelving`,
+      });
+    }
+    expect(await inWorkflow(`shelve-${uuid}`)).toMatchObject({ taskState: 'shelving' });
+    expect(await inWorkflow(`shelve-${uuid}`)).toMatchObject({ taskState: 'shelving' });
   });
 
   it('refuses a vm_state the action does not start from, changing nothing', async () => {

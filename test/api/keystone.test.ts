@@ -3,13 +3,14 @@
 // No workers run: every request here is answered before an action would start.
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:net';
-import { Client, Connection } from '@temporalio/client';
+import { Client, type Connection } from '@temporalio/client';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabaseActivities } from '../../activities/database.js';
 import { buildApi } from '../../api/server.js';
 import { type Config, loadConfig } from '../../lib/config.js';
+import { connectClient } from '../../lib/temporal-client.js';
 import { adminPassword, issueToken, keystone } from '../support/keystone.js';
 
 describe('the compute API with Keystone tokens', () => {
@@ -50,7 +51,7 @@ describe('the compute API with Keystone tokens', () => {
 
     config = loadConfig({ ...process.env, AUTH_STRATEGY: 'keystone' });
     pool = new pg.Pool({ connectionString: config.databaseUrl });
-    connection = await Connection.connect({ address: config.temporal.address });
+    connection = await connectClient(config);
     const database = createDatabaseActivities(pool);
     for (const [which, owner] of [
       ['mine', { projectId, userId: userIds.member }],

@@ -65,6 +65,6 @@ describe('tokens stay in the API', () => {
     for (const [where, text] of Object.entries({ history, tagged, actions: JSON.stringify(rows), image })) {
       expect(text.includes(token), `the token is in the ${where}`).toBe(false);
     }
-    await stack.glance.deleteImage(testOwner, imageId);
+    await stack.glance.unprotectAndDelete(stack.glance.snapshotContext, imageId);
   });
 });

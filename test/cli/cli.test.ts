@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApi } from '../../api/server.js';
@@ -20,11 +21,20 @@ describe('the vm-shelve command line', () => {
   let stub: StubHost;
   let api: FastifyInstance;
   let endpoint: string;
+  /** Instances whose snapshot fails, as a full host disk would make it. */
+  const failingSnapshots = new Set<string>();
 
   beforeAll(async () => {
     stack = await startTestStack({ SHELVED_OFFLOAD_TIME: '-1' });
     stub = await startStubHost(stack, {
-      async snapshotInstance({ imageId }) {
+      async snapshotInstance({ instance, imageId }) {
+        if (failingSnapshots.has(instance.uuid)) {
+          throw ApplicationFailure.create({
+            type: 'HostDiskFull',
+            message: `No space left on the host for the snapshot of ${instance.uuid}`,
+            nonRetryable: true,
+          });
+        }
         // 3 s of upload, reported as the real one does: bytes done of total in the heartbeat.
         for (let done = 0; done <= 300 * MiB; done += 30 * MiB) {
           Context.current().heartbeat({ step: 'upload', bytesDone: done, bytesTotal: 300 * MiB });
@@ -44,7 +54,8 @@ describe('the vm-shelve command line', () => {
   });
 
   async function vmShelve(token: string, ...args: string[]) {
-    const env = { ...process.env, VM_SHELVE_API: endpoint, OS_TOKEN: token };
+    // The CLI needs the API alone: a Temporal it could reach would only hide a dependency.
+    const env = { ...process.env, VM_SHELVE_API: endpoint, OS_TOKEN: token, TEMPORAL_ADDRESS: '127.0.0.1:1' };
     return promisify(execFile)(cli, args, { env }).then(
       ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
       (error: { code: number; stdout: string; stderr: string }) => error,
@@ -60,6 +71,49 @@ describe('the vm-shelve command line', () => {
     expect(stdout.trim().split('\n').at(-1)).toBe(`shelve of ${uuid} done: SHELVED`);
     // A bar that moves: some share of the 300 MiB done, at a rate.
     expect(stderr).toMatch(/upload \[=+-*\] [1-9]\d*% [1-9][\d.]*\/300\.0 MiB [1-9][\d.]* MiB\/s/);
+  });
+
+  it("reads the action's progress from the API, and null once it has finished", async () => {
+    const { uuid } = await stub.buildInstance();
+    const api = (path: string) =>
+      fetch(`${endpoint}/v2.1${path}`, { headers: { 'x-auth-token': owner } }).then(
+        async (response) => (await response.json()) as Record<string, unknown>,
+      );
+    const accepted = await fetch(`${endpoint}/v2.1/servers/${uuid}/action`, {
+      method: 'POST',
+      headers: { 'x-auth-token': owner, 'content-type': 'application/json' },
+      body: JSON.stringify({ shelve: null }),
+    });
+    expect(accepted.status).toBe(202);
+    const requestId = accepted.headers.get('x-openstack-request-id')!;
+    const seen: unknown[] = [];
+    for (;;) {
+      const { instanceAction } = await api(`/servers/${uuid}/os-instance-actions/${requestId}`);
+      const { progress } = instanceAction as { progress: { bytes_done: number | null } | null };
+      seen.push(progress);
+      if (progress === null) break;
+      await sleep(200);
+    }
+    // While the upload ran: its step and bytes, and nothing else of the heartbeat.
+    expect(seen).toContainEqual({
+      step: 'upload',
+      bytes_done: expect.any(Number),
+      bytes_total: 300 * MiB,
+      running: true,
+    });
+    // SHELVED, or offloaded too if a conductor of another test run (SHELVED_OFFLOAD_TIME 0) ran it.
+    expect((await api(`/servers/${uuid}`)).server).toMatchObject({ status: expect.stringMatching(/^SHELVED/) });
+  });
+
+  it("reports a failed action's reason from the actions log", async () => {
+    const { uuid } = await stub.buildInstance();
+    failingSnapshots.add(uuid);
+    const { code, stdout, stderr } = await vmShelve(owner, 'shelve', uuid);
+    expect(code).toBe(1);
+    expect(stdout).toContain('task_state=shelving');
+    expect(stderr).toBe(`vm-shelve: shelve of ${uuid} failed: No space left on the host for the snapshot of ${uuid}\n`);
+    const shown = JSON.parse((await vmShelve(owner, '--json', 'show', uuid)).stdout) as Record<string, unknown>;
+    expect(shown).toMatchObject({ status: 'ACTIVE', 'OS-EXT-STS:task_state': null });
   });
 
   it('answers --json for scripts', async () => {

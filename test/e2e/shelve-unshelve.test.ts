@@ -90,7 +90,9 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     expect(image).toMatchObject({
       status: 'active',
       name: `${vm.displayName}-shelved`,
-      owner: e2eOwner.projectId,
+      // The service's, protected: no tenant can upload into it or delete it (README, Security).
+      owner: stack.glance.snapshotContext.projectId,
+      protected: true,
       visibility: 'private',
       disk_format: 'qcow2',
       container_format: 'bare',

@@ -63,3 +63,10 @@ export async function expectSingleSnapshot(stack: TestStack, vm: KnownVm): Promi
   const images = await stack.glance.listImages(e2eOwner, { name: `${vm.displayName}-shelved` });
   expect(images.map((image) => [image.id, image.status])).toEqual([[imageId, 'active']]);
 }
+
+/** The messages of an error and all its causes, outermost first: where a workflow's reason is. */
+export function failureMessages(error: unknown): string {
+  const messages: string[] = [];
+  for (let cause = error; cause instanceof Error; cause = cause.cause) messages.push(cause.message);
+  return messages.join(' <- ');
+}

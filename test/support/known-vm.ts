@@ -82,7 +82,7 @@ export async function buildKnownVm(
       // A test may end with the instance offloaded, its snapshot kept for an unshelve.
       const instance = await getInstance(stack.pool, instanceUuid).catch(() => null);
       const shelvedImageId = instance?.systemMetadata.shelved_image_id;
-      if (shelvedImageId) await stack.glance.deleteImage(e2eOwner, shelvedImageId);
+      if (shelvedImageId) await stack.glance.unprotectAndDelete(stack.glance.snapshotContext, shelvedImageId);
       await stack.pool.query('DELETE FROM instances WHERE uuid = $1', [instanceUuid]);
       await stack.glance.deleteImage(e2eOwner, bootImageId);
       await rm(path.join(hostConfig.compute.instancesPath, '_base', bootImageId), { force: true });

@@ -3,17 +3,20 @@
 import { execFile } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { DefaultLogger, type NativeConnection, Runtime } from '@temporalio/worker';
 import type pg from 'pg';
 import { createComputeActivities } from '../../activities/compute.js';
 import { type Config, loadConfig } from '../../lib/config.js';
+import { connectClient } from '../../lib/temporal-client.js';
 import { GlanceClient } from '../../lib/glance.js';
 import { domainName, LibvirtConnection } from '../../lib/libvirt.js';
 import { createComputeWorker, registerHost } from '../../workers/compute.js';
 import { createConductorWorker } from '../../workers/conductor.js';
+import { connectWorker } from '../../workers/runtime.js';
 import { createPool } from '../../lib/postgres.js';
+import { testRuntimeLog } from './logs.js';
 
 /** A compute host's worker running in this process, with its own instance folder. */
 export interface TestComputeHost {
@@ -68,18 +71,19 @@ async function startComputeHost(
 /** `settings` override the environment's configuration, e.g. SHELVED_OFFLOAD_TIME. */
 export async function startTestStack(settings: NodeJS.ProcessEnv = {}): Promise<TestStack> {
   if (!runtimeInstalled) {
-    Runtime.install({ logger: new DefaultLogger('WARN') });
+    // Through the project's logger (redacted), to stderr and test-output/logs/ (scripts/scan-logs).
+    Runtime.install({ logger: new DefaultLogger('WARN', testRuntimeLog) });
     runtimeInstalled = true;
   }
   const config = loadConfig({ ...process.env, ...settings });
   const pool = createPool(config.databaseUrl);
   const glance = new GlanceClient(config.glance);
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
-  const workerConnection = await NativeConnection.connect({ address: config.temporal.address });
+  const workerConnection = await connectWorker(config);
   const conductor = await createConductorWorker(config, workerConnection, pool);
   const conductorRunning = conductor.run();
   const computeHosts = [await startComputeHost(config, workerConnection, pool, glance)];
-  const connection = await Connection.connect({ address: config.temporal.address });
+  const connection = await connectClient(config);
   const client = new Client({ connection, namespace: config.temporal.namespace });
 
   return {

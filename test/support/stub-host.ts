@@ -1,14 +1,15 @@
 // A compute host whose activities are stubs, registered with the scheduler like a real one:
 // for workflow tests whose subject is the workflow, not the hypervisor.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { NativeConnection, Worker } from '@temporalio/worker';
-import type { ComputeActivities } from '../../activities/compute.js';
+import { Worker } from '@temporalio/worker';
+import type { ComputeActivities, UploadedSnapshot } from '../../activities/compute.js';
 import { reportComputeNode } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import { type Instance, PowerState } from '../../lib/nova.js';
 import { computeTaskQueue } from '../../lib/temporal.js';
 import { HEARTBEAT_THROTTLE } from '../../workers/compute.js';
+import { connectWorker } from '../../workers/runtime.js';
 import type { TestStack } from './stack.js';
 
 export const testOwner = { projectId: 'wf-project', userId: 'wf-user' };
@@ -18,7 +19,7 @@ export interface StubHost {
   /** Image ids the stub's snapshotInstance was called with, in order. */
   snapshots: string[];
   /** What the stub's snapshotInstance does: records the image id and uploads a few bytes into it. */
-  snapshot(imageId: string): Promise<{ size: number }>;
+  snapshot(imageId: string): Promise<UploadedSnapshot>;
   /** Builds an ACTIVE instance on this host (its boot image is an empty one in Glance). */
   buildInstance(options?: { availabilityZone?: string; memoryMb?: number }): Promise<Instance>;
   stop(): Promise<void>;
@@ -41,8 +42,9 @@ export async function startStubHost(
   const snapshot = async (imageId: string) => {
     snapshots.push(imageId);
     const data = Buffer.from('stub snapshot');
-    await stack.glance.uploadImageData(testOwner, imageId, Readable.from([data]), data.length);
-    return { size: data.length };
+    await stack.glance.uploadImageData(stack.glance.snapshotContext, imageId, Readable.from([data]), data.length);
+    const osHashAlgo = stack.glance.hashingAlgorithm;
+    return { size: data.length, osHashAlgo, osHashValue: createHash(osHashAlgo).update(data).digest('hex') };
   };
   const activities: ComputeActivities = {
     async powerOffInstance() {
@@ -58,7 +60,7 @@ export async function startStubHost(
     },
     ...overrides,
   };
-  const connection = await NativeConnection.connect({ address: stack.config.temporal.address });
+  const connection = await connectWorker(stack.config);
   const worker = await Worker.create({
     connection,
     taskQueue: computeTaskQueue(host),
@@ -117,7 +119,8 @@ export async function startStubHost(
     async stop() {
       worker.shutdown();
       await running;
-      for (const imageId of [bootImageId, ...snapshots]) await stack.glance.deleteImage(testOwner, imageId);
+      await stack.glance.deleteImage(testOwner, bootImageId);
+      for (const imageId of snapshots) await stack.glance.unprotectAndDelete(stack.glance.snapshotContext, imageId);
       // Gone, so that no later test's scheduler picks this host.
       await stack.pool.query('DELETE FROM compute_nodes WHERE host = $1', [host]);
     },

@@ -2,8 +2,10 @@
 // (no shutdown, no goodbye to Temporal) and start it again.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { createWriteStream } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { testLogFile } from './logs.js';
 
 const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -31,8 +33,13 @@ export async function startWorkerProcess(
     },
   );
   let output = '';
+  // Kept for scripts/scan-logs, which looks for secrets in it after the tests.
+  const log = createWriteStream(testLogFile(`${kind}-worker.log`), { flags: 'a' });
+  // 'close', not 'exit': the output's last chunks may come after the process ended.
+  child.once('close', () => log.end());
   const started = new Promise<void>((resolve, reject) => {
     const onData = (chunk: Buffer) => {
+      log.write(chunk);
       output += chunk.toString();
       if (output.includes(`"msg":"${kind} worker started"`)) resolve();
     };

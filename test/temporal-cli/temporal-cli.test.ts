@@ -27,6 +27,8 @@ describe('the Temporal CLI', () => {
   async function temporal(...args: string[]): Promise<string> {
     const binary = process.env.TEMPORAL_CLI;
     if (!binary) throw new Error('TEMPORAL_CLI is not set: run the tests with npm test');
+    // TEMPORAL_TLS, TEMPORAL_TLS_CA, TEMPORAL_TLS_CERT, TEMPORAL_TLS_KEY, TEMPORAL_TLS_SERVER_NAME and
+    // TEMPORAL_API_KEY are the Temporal CLI's own variables too: it reads them from the environment.
     const { stdout } = await run(binary, [...args, '--address', stack.config.temporal.address]);
     return stdout;
   }

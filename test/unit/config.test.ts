@@ -4,7 +4,13 @@ import { loadConfig } from '../../lib/config.js';
 describe('loadConfig', () => {
   it('defaults to the local stack and Nova defaults', () => {
     const config = loadConfig({ LIBVIRT_VIRT_TYPE: 'qemu' });
-    expect(config.temporal).toEqual({ address: '127.0.0.1:7233', namespace: 'default', conductorTaskQueue: 'shelve' });
+    expect(config.temporal).toEqual({
+      address: '127.0.0.1:7233',
+      namespace: 'default',
+      conductorTaskQueue: 'shelve',
+      tls: false,
+      apiKey: undefined,
+    });
     expect(config.glance.url).toBe('http://127.0.0.1:9292');
     expect(config.compute.libvirtUri).toBe('qemu:///system');
     expect(config.shutdownTimeout).toBe(60);
@@ -49,6 +55,68 @@ describe('loadConfig', () => {
       expect(() => loadConfig({ AUTH_STRATEGY: 'keystone', KEYSTONE_URL: url })).toThrow(
         `KEYSTONE_URL must be Keystone's v3 endpoint, e.g. http://127.0.0.1:5000/v3, got '${url}'`,
       );
+    }
+  });
+
+  it('reaches Glance without auth unless told keystone, which needs service credentials', () => {
+    expect(loadConfig({ LIBVIRT_VIRT_TYPE: 'qemu' }).glance.auth).toEqual({ kind: 'none' });
+    const keystone = { LIBVIRT_VIRT_TYPE: 'qemu', GLANCE_AUTH: 'keystone', KEYSTONE_URL: 'http://ks.example/v3/' };
+    const secret = 'do-not-print-me';
+    expect(
+      loadConfig({
+        ...keystone,
+        GLANCE_SERVICE_USERNAME: 'glance-svc',
+        GLANCE_SERVICE_PASSWORD: secret,
+        GLANCE_SERVICE_PROJECT: 'service',
+      }).glance.auth,
+    ).toEqual({
+      kind: 'keystone',
+      keystoneUrl: 'http://ks.example/v3',
+      credentials: {
+        kind: 'password',
+        userName: 'glance-svc',
+        password: secret,
+        projectName: 'service',
+        userDomain: 'Default',
+        projectDomain: 'Default',
+      },
+    });
+    expect(
+      loadConfig({
+        ...keystone,
+        GLANCE_APPLICATION_CREDENTIAL_ID: 'ac1',
+        GLANCE_APPLICATION_CREDENTIAL_SECRET: secret,
+      }).glance.auth,
+    ).toMatchObject({ credentials: { kind: 'applicationCredential', id: 'ac1', secret } });
+
+    const refusals: [NodeJS.ProcessEnv, string][] = [
+      [{ GLANCE_AUTH: 'token' }, "GLANCE_AUTH must be none or keystone, got 'token'"],
+      [{ GLANCE_AUTH_TOKEN: secret }, 'GLANCE_AUTH_TOKEN is no longer read'],
+      [{ GLANCE_AUTH: 'keystone' }, 'GLANCE_AUTH=keystone needs KEYSTONE_URL'],
+      [{ ...keystone, KEYSTONE_URL: 'http://ks.example:5000' }, "KEYSTONE_URL must be Keystone's v3 endpoint"],
+      [
+        { ...keystone, GLANCE_SERVICE_USERNAME: 'glance-svc', GLANCE_SERVICE_PROJECT: 'service' },
+        'GLANCE_AUTH=keystone needs GLANCE_SERVICE_USERNAME, GLANCE_SERVICE_PASSWORD, GLANCE_SERVICE_PROJECT (or GLANCE_APPLICATION_CREDENTIAL_ID and GLANCE_APPLICATION_CREDENTIAL_SECRET); missing: GLANCE_SERVICE_PASSWORD',
+      ],
+      [
+        { ...keystone, GLANCE_APPLICATION_CREDENTIAL_SECRET: secret },
+        'GLANCE_AUTH=keystone needs GLANCE_APPLICATION_CREDENTIAL_ID too',
+      ],
+      [
+        { ...keystone, GLANCE_APPLICATION_CREDENTIAL_ID: 'ac1', GLANCE_SERVICE_PASSWORD: secret },
+        'GLANCE_AUTH=keystone takes an application credential or a password, not both: unset GLANCE_SERVICE_PASSWORD',
+      ],
+    ];
+    for (const [env, message] of refusals) {
+      let error: unknown;
+      try {
+        loadConfig({ LIBVIRT_VIRT_TYPE: 'qemu', ...env });
+      } catch (caught) {
+        error = caught;
+      }
+      expect(error, message).toBeInstanceOf(Error);
+      expect((error as Error).message).toContain(message);
+      expect((error as Error).message).not.toContain(secret);
     }
   });
 });

@@ -26,7 +26,22 @@ describe('domainXml', () => {
   it('adds the local disks after the root disk', () => {
     const local = { type: 'file', path: '/d/disk.eph0', format: 'qcow2' } as const;
     const xml = domainXml(instance, { type: 'file', path: '/d/disk', format: 'qcow2' }, 'kvm', [local]);
-    expect(xml).toMatch(/<source file='\/d\/disk\.eph0'\/>\s*<target dev='vdb' bus='virtio'\/>/);
+    expect(xml).toMatch(/<source file='\/d\/disk\.eph0'\/>\s*<backingStore\/>\s*<target dev='vdb' bus='virtio'\/>/);
+  });
+
+  it('writes out the backing chain, so that libvirt never reads one from an image header', () => {
+    const overlay = {
+      type: 'file',
+      path: '/i/x/disk',
+      format: 'qcow2',
+      backing: { path: '/i/_base/img', format: 'raw' },
+    } as const;
+    const xml = domainXml(instance, overlay, 'kvm');
+    expect(xml).toContain(
+      `<source file='/i/x/disk'/>\n      <backingStore type='file'><format type='raw'/><source file='/i/_base/img'/><backingStore/></backingStore>`,
+    );
+    const standalone = domainXml(instance, { type: 'file', path: '/i/x/disk', format: 'qcow2' }, 'kvm');
+    expect(standalone).toMatch(/<source file='\/i\/x\/disk'\/>\s*<backingStore\/>/);
   });
 
   it('attaches a root volume from its storage pool', () => {

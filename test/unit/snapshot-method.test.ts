@@ -32,8 +32,8 @@ describe('planSnapshot on real disks', () => {
     dir = await mkdtemp(path.join(tmpdir(), 'vm-shelve-snapshot-method-'));
     await writeFile(disk('random.raw'), randomBytes(8 * MiB));
     await writeFile(disk('text.raw'), Buffer.from('instance shelved on host compute-1\n'.repeat((8 * MiB) / 35)));
-    await convert(disk('random.raw'), disk('random.qcow2'), 'qcow2');
-    await convert(disk('text.raw'), disk('text.qcow2'), 'qcow2');
+    await convert(disk('random.raw'), 'raw', disk('random.qcow2'), 'qcow2');
+    await convert(disk('text.raw'), 'raw', disk('text.qcow2'), 'qcow2');
     await createOverlay(disk('overlay.qcow2'), disk('random.qcow2'), 'qcow2', 8 * MiB);
   });
 

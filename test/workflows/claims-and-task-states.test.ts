@@ -4,9 +4,11 @@
 import { randomUUID } from 'node:crypto';
 import { type WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getInstance } from '../../activities/database.js';
+import { listInstanceActions } from '../../activities/action-log.js';
+import { createDatabaseActivities, getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import { PowerState } from '../../lib/nova.js';
+import { workflowId } from '../../lib/temporal.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { type StubHost, startStubHost } from '../support/stub-host.js';
 
@@ -15,6 +17,15 @@ describe('claims and task states', () => {
   let stub: StubHost;
   /** The task_state each compute step saw in the database while it ran. */
   const seen: string[] = [];
+  /** Power-offs held until the test lets them go, by instance: an action kept in flight. */
+  const held = new Map<string, { entered: () => void; released: Promise<void> }>();
+  function holdPowerOff(instanceUuid: string) {
+    let entered!: () => void;
+    let release!: () => void;
+    const enteredPromise = new Promise<void>((resolve) => (entered = resolve));
+    held.set(instanceUuid, { entered, released: new Promise<void>((resolve) => (release = resolve)) });
+    return { entered: enteredPromise, release };
+  }
 
   beforeAll(async () => {
     stack = await startTestStack();
@@ -23,6 +34,12 @@ describe('claims and task states', () => {
     };
     stub = await startStubHost(stack, {
       async powerOffInstance({ instanceUuid }) {
+        const hold = held.get(instanceUuid);
+        if (hold) {
+          hold.entered();
+          await hold.released;
+          return PowerState.SHUTDOWN;
+        }
         await observe('power off', instanceUuid);
         await new Promise((resolve) => setTimeout(resolve, 500));
         return PowerState.SHUTDOWN;
@@ -94,5 +111,54 @@ describe('claims and task states', () => {
       ),
     });
     expect(await getInstance(stack.pool, instanceUuid)).toMatchObject({ vmState: 'shelved', taskState: null });
+  });
+
+  it("refuses a workflow that presents an in-flight action's request id under another workflow id", async () => {
+    const { uuid: instanceUuid } = await stub.buildInstance();
+    const requestId = `req-${randomUUID()}`;
+    const hold = holdPowerOff(instanceUuid);
+    // The API's way: the claim for the request and the workflow it is about to start, then the start.
+    await createDatabaseActivities(stack.pool).claimInstance({
+      instanceUuid,
+      action: 'shelve',
+      requestId,
+      workflowId: workflowId('shelve', instanceUuid),
+    });
+    const owner = await startAction(stack.client, stack.config, 'shelve', {
+      instanceUuid,
+      requestId,
+      shelvedOffloadTime: -1,
+    });
+    await hold.entered;
+    const before = await getInstance(stack.pool, instanceUuid);
+
+    // Another workflow, as a Temporal CLI start could make, with the same request id.
+    const intruder = await stack.client.workflow.start('shelveInstance', {
+      taskQueue: stack.config.temporal.conductorTaskQueue,
+      workflowId: `intruder-${randomUUID()}`,
+      args: [{ instanceUuid, requestId, shelvedOffloadTime: -1 }],
+    });
+    const failure = await intruder.result().then(
+      () => expect.unreachable('the intruder took the claim'),
+      (error: WorkflowFailedError) => error,
+    );
+    expect(failure.cause).toMatchObject({
+      type: 'UnexpectedTaskState',
+      nonRetryable: true,
+      message: `Cannot 'shelve' instance ${instanceUuid} while it is in task_state shelving`,
+    });
+    // Refused at its claim, once: nothing of the instance changed, the owner still holds it.
+    expect(await getInstance(stack.pool, instanceUuid)).toEqual(before);
+    const claims = (await intruder.fetchHistory()).events?.filter(
+      (event) => event.activityTaskScheduledEventAttributes?.activityType?.name === 'claimInstance',
+    );
+    expect(claims).toHaveLength(1);
+
+    hold.release();
+    expect(await owner.result()).toMatchObject({ vmState: 'shelved', taskState: null });
+    const actions = await listInstanceActions(stack.pool, instanceUuid);
+    expect(actions.filter((action) => action.requestId === requestId)).toMatchObject([
+      { action: 'shelve', message: null, workflowId: workflowId('shelve', instanceUuid) },
+    ]);
   });
 });

@@ -77,7 +77,7 @@ describe('a failed unshelve of an offloaded instance', () => {
   it('when the image was deleted behind its back: a clear error, still SHELVED_OFFLOADED (Nova: ERROR), still deletable', async () => {
     const offloaded = await offloadedInstance();
     const imageId = offloaded.systemMetadata.shelved_image_id!;
-    await stack.glance.deleteImage(testOwner, imageId);
+    await stack.glance.unprotectAndDelete(stack.glance.snapshotContext, imageId);
 
     const failure = await unshelveFailure(offloaded.uuid);
     expect(failure).toMatchObject({ type: 'ImageNotFound', nonRetryable: true });
