@@ -113,20 +113,24 @@ function virtType(env: NodeJS.ProcessEnv): 'kvm' | 'qemu' {
   return raw;
 }
 
-function auth(env: NodeJS.ProcessEnv): Config['auth'] {
-  const strategy = env.AUTH_STRATEGY || 'noauth2';
-  if (strategy === 'noauth2') return { strategy };
-  if (strategy !== 'keystone') throw new Error(`AUTH_STRATEGY must be noauth2 or keystone, got '${strategy}'`);
+/** KEYSTONE_URL, which `setting` (e.g. AUTH_STRATEGY=keystone) needs: Keystone's v3 endpoint. */
+function keystoneV3Url(env: NodeJS.ProcessEnv, setting: string): string {
   const raw = env.KEYSTONE_URL;
-  if (!raw) throw new Error('AUTH_STRATEGY=keystone needs KEYSTONE_URL, e.g. http://127.0.0.1:5000/v3');
+  if (!raw) throw new Error(`${setting} needs KEYSTONE_URL, e.g. http://127.0.0.1:5000/v3`);
   const keystoneUrl = raw.replace(/\/+$/, '');
   if (!URL.canParse(keystoneUrl) || !/^https?:$/.test(new URL(keystoneUrl).protocol) || !keystoneUrl.endsWith('/v3')) {
     throw new Error(`KEYSTONE_URL must be Keystone's v3 endpoint, e.g. http://127.0.0.1:5000/v3, got '${raw}'`);
   }
-  return { strategy, keystoneUrl };
+  return keystoneUrl;
 }
 
-/** Glance's authentication; errors name the variables, never a value that may be a secret. */
+function auth(env: NodeJS.ProcessEnv): Config['auth'] {
+  const strategy = env.AUTH_STRATEGY || 'noauth2';
+  if (strategy === 'noauth2') return { strategy };
+  if (strategy !== 'keystone') throw new Error(`AUTH_STRATEGY must be noauth2 or keystone, got '${strategy}'`);
+  return { strategy, keystoneUrl: keystoneV3Url(env, 'AUTH_STRATEGY=keystone') };
+}
+
 function hashingAlgorithm(env: NodeJS.ProcessEnv): string {
   const name = env.GLANCE_HASHING_ALGORITHM || 'sha512';
   try {
@@ -137,6 +141,7 @@ function hashingAlgorithm(env: NodeJS.ProcessEnv): string {
   return name;
 }
 
+/** Glance's authentication; errors name the variables, never a value that may be a secret. */
 function glanceAuth(env: NodeJS.ProcessEnv): Config['glance']['auth'] {
   if (env.GLANCE_AUTH_TOKEN) {
     throw new Error(
@@ -146,12 +151,7 @@ function glanceAuth(env: NodeJS.ProcessEnv): Config['glance']['auth'] {
   const kind = env.GLANCE_AUTH || 'none';
   if (kind === 'none') return { kind };
   if (kind !== 'keystone') throw new Error(`GLANCE_AUTH must be none or keystone, got '${kind}'`);
-  const raw = env.KEYSTONE_URL;
-  if (!raw) throw new Error('GLANCE_AUTH=keystone needs KEYSTONE_URL, e.g. http://127.0.0.1:5000/v3');
-  const keystoneUrl = raw.replace(/\/+$/, '');
-  if (!URL.canParse(keystoneUrl) || !/^https?:$/.test(new URL(keystoneUrl).protocol) || !keystoneUrl.endsWith('/v3')) {
-    throw new Error(`KEYSTONE_URL must be Keystone's v3 endpoint, e.g. http://127.0.0.1:5000/v3, got '${raw}'`);
-  }
+  const keystoneUrl = keystoneV3Url(env, 'GLANCE_AUTH=keystone');
   const set = (names: string[]) => names.filter((name) => env[name]);
   const applicationCredential = ['GLANCE_APPLICATION_CREDENTIAL_ID', 'GLANCE_APPLICATION_CREDENTIAL_SECRET'];
   const password = ['GLANCE_SERVICE_USERNAME', 'GLANCE_SERVICE_PASSWORD', 'GLANCE_SERVICE_PROJECT'];

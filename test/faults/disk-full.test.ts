@@ -34,10 +34,11 @@ describe('the host disk full during a snapshot', () => {
     await mkdir(mountPoint, { recursive: true });
     await run('mount', ['-t', 'tmpfs', '-o', 'size=1300m', 'tmpfs', mountPoint]);
     stack = await startTestStack();
-    const env = { COMPUTE_HOST: host, INSTANCES_PATH: path.join(mountPoint, 'instances') };
+    // Its 1 GiB of disk overcommitted, so that the scheduler places the 2 GiB root disk here.
+    const env = { COMPUTE_HOST: host, INSTANCES_PATH: path.join(mountPoint, 'instances'), DISK_ALLOCATION_RATIO: '4' };
     config = loadConfig({ ...process.env, ...env });
     compute = await startWorkerProcess('compute', env);
-    vm = await buildKnownVm(stack, host, { sizeMiB: 2048 });
+    vm = await buildKnownVm(stack, host, { sizeMiB: 2048, flavor: { rootGb: 2 } });
   });
 
   afterAll(async () => {

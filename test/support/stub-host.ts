@@ -22,7 +22,8 @@ export interface StubHost {
   snapshot(imageId: string): Promise<UploadedSnapshot>;
   /** Builds an ACTIVE instance on this host (its boot image is an empty one in Glance). */
   buildInstance(options?: { availabilityZone?: string; memoryMb?: number }): Promise<Instance>;
-  stop(): Promise<void>;
+  /** Stops the host and removes its boot image and, unless kept, the snapshots it made. */
+  stop(options?: { keepSnapshots?: boolean }): Promise<void>;
 }
 
 export interface StubHostOptions {
@@ -116,11 +117,13 @@ export async function startStubHost(
       });
       return (await handle.result()) as Instance;
     },
-    async stop() {
+    async stop({ keepSnapshots = false } = {}) {
       worker.shutdown();
       await running;
       await stack.glance.deleteImage(testOwner, bootImageId);
-      for (const imageId of snapshots) await stack.glance.unprotectAndDelete(stack.glance.snapshotContext, imageId);
+      if (!keepSnapshots) {
+        for (const imageId of snapshots) await stack.glance.unprotectAndDelete(stack.glance.snapshotContext, imageId);
+      }
       // Gone, so that no later test's scheduler picks this host.
       await stack.pool.query('DELETE FROM compute_nodes WHERE host = $1', [host]);
     },

@@ -27,8 +27,8 @@ describe('the offload timer across restarts', () => {
     const shelved = (await shelve.result()) as Instance;
     expect(shelved).toMatchObject({ vmState: 'shelved', host });
 
-    // Every worker gone, then the server itself.
-    await stub.stop();
+    // Every worker gone, then the server itself; the snapshot stays, as the offload needs it.
+    await stub.stop({ keepSnapshots: true });
     await stack.stop();
     stub = stack = undefined;
     await stopService('temporal');
@@ -36,9 +36,9 @@ describe('the offload timer across restarts', () => {
 
     stack = await startTestStack();
     stub = await startStubHost(stack, {}, { host });
-    const timer = stack.client.workflow.getHandle(
-      offloadTimerWorkflowId(instanceUuid, shelved.systemMetadata.shelved_image_id!),
-    );
+    const imageId = shelved.systemMetadata.shelved_image_id!;
+    const timer = stack.client.workflow.getHandle(offloadTimerWorkflowId(instanceUuid, imageId));
     expect(await timer.result()).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
+    await stack.glance.unprotectAndDelete(stack.glance.snapshotContext, imageId);
   });
 });
