@@ -5,6 +5,8 @@ import type { Pool } from 'pg';
 import { actionsFinished, stepDuration } from '../lib/metrics.js';
 
 export type EventResult = 'Success' | 'Error';
+/** How an action ended; its message in the actions log, as Nova's 'Error', when not a success. */
+export type ActionResult = EventResult | 'Cancelled';
 
 export interface ActionEvent {
   event: string;
@@ -51,10 +53,10 @@ export function createActionLogActivities(pool: Pool) {
       for (const { seconds } of rows) stepDuration.observe({ event: finish.event, result: finish.result }, seconds);
     },
 
-    async finishAction({ requestId, result }: { requestId: string; result: EventResult }) {
+    async finishAction({ requestId, result }: { requestId: string; result: ActionResult }) {
       const { rows } = await pool.query<{ action: string }>(
         'UPDATE instance_actions SET finish_time = now(), message = $2 WHERE request_id = $1 RETURNING action',
-        [requestId, result === 'Error' ? 'Error' : null],
+        [requestId, result === 'Success' ? null : result],
       );
       for (const { action } of rows) actionsFinished.inc({ action, result });
     },

@@ -6,7 +6,6 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { DomainState } from '@unraid/libvirt';
@@ -400,7 +399,8 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
           const deadline = Date.now() + timeout * 1000;
           while (Date.now() < deadline && (await running())) {
             Context.current().heartbeat({ step: 'waiting for guest shutdown' } satisfies Progress);
-            await sleep(1000);
+            // Rejects when the action is cancelled: a cancelled shelve does not go on to destroy.
+            await Context.current().sleep(1000);
           }
         }
         if (await running()) {

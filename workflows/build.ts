@@ -89,61 +89,65 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
     });
   };
 
-  return inAction(requestId, async () => {
-    const compute = await configuredComputeHosts();
-    const destination = await withRollback(
-      () =>
-        inEvent({ requestId, name: 'schedule_instances', host: null, details: 'scheduling' }, () =>
-          database.selectDestination({
-            instanceUuid,
-            flavor: input.flavor,
-            availabilityZone: input.availabilityZone ?? null,
-            requestedHost: input.host,
-          }),
-        ),
-      fail,
-    );
-    tagWorkflow({ host: destination.host });
-    const placed = await database.saveInstance({
-      instanceUuid,
-      requestId,
-      expectedTaskStates: [TaskState.SPAWNING],
-      changes: { host: destination.host, node: destination.node, availabilityZone: destination.availabilityZone },
-    });
-
-    return withRollback(
-      () =>
-        inEvent(
-          {
-            requestId,
-            name: 'compute_build_and_run_instance',
-            host: destination.host,
-            details: `spawning on ${destination.host}`,
-          },
-          async () => {
-            const powerState = await compute(destination.host).spawnInstance({
-              instance: placed,
-              root: rootVolume
-                ? {
-                    kind: 'volume',
-                    volumeId: rootVolume.volumeId!,
-                    imageId: input.imageRef,
-                    sizeGb: input.bootVolume!.sizeGb,
-                  }
-                : { kind: 'overlay', imageId: input.imageRef },
-            });
-            return database.saveInstance({
+  return inAction(
+    requestId,
+    async () => {
+      const compute = await configuredComputeHosts();
+      const destination = await withRollback(
+        () =>
+          inEvent({ requestId, name: 'schedule_instances', host: null, details: 'scheduling' }, () =>
+            database.selectDestination({
               instanceUuid,
+              flavor: input.flavor,
+              availabilityZone: input.availabilityZone ?? null,
+              requestedHost: input.host,
+            }),
+          ),
+        fail,
+      );
+      tagWorkflow({ host: destination.host });
+      const placed = await database.saveInstance({
+        instanceUuid,
+        requestId,
+        expectedTaskStates: [TaskState.SPAWNING],
+        changes: { host: destination.host, node: destination.node, availabilityZone: destination.availabilityZone },
+      });
+
+      return withRollback(
+        () =>
+          inEvent(
+            {
               requestId,
-              expectedTaskStates: [TaskState.SPAWNING],
-              changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
-            });
-          },
-        ),
-      async () => {
-        await compute(destination.host).destroyInstance({ instanceUuid });
-        await fail();
-      },
-    );
-  });
+              name: 'compute_build_and_run_instance',
+              host: destination.host,
+              details: `spawning on ${destination.host}`,
+            },
+            async () => {
+              const powerState = await compute(destination.host).spawnInstance({
+                instance: placed,
+                root: rootVolume
+                  ? {
+                      kind: 'volume',
+                      volumeId: rootVolume.volumeId!,
+                      imageId: input.imageRef,
+                      sizeGb: input.bootVolume!.sizeGb,
+                    }
+                  : { kind: 'overlay', imageId: input.imageRef },
+              });
+              return database.saveInstance({
+                instanceUuid,
+                requestId,
+                expectedTaskStates: [TaskState.SPAWNING],
+                changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
+              });
+            },
+          ),
+        async () => {
+          await compute(destination.host).destroyInstance({ instanceUuid });
+          await fail();
+        },
+      );
+    },
+    fail,
+  );
 }

@@ -2,7 +2,9 @@
 // and fail with the readable reason rather than a wrapper.
 import { ActivityFailure, ApplicationFailure } from '@temporalio/common';
 import {
+  CancellationScope,
   getExternalWorkflowHandle,
+  isCancellation,
   log,
   setCurrentDetails,
   upsertSearchAttributes,
@@ -75,19 +77,37 @@ export async function inEvent<T>(
     await actionLog.finishActionEvent({ requestId, event: name, result: 'Success' });
     return result;
   } catch (error) {
-    await actionLog.finishActionEvent({ requestId, event: name, result: 'Error', traceback: traceback(reason(error)) });
+    await settling(() =>
+      actionLog.finishActionEvent({ requestId, event: name, result: 'Error', traceback: traceback(reason(error)) }),
+    );
     throw error;
   }
 }
 
-/** Runs a claimed action to its end, recording in the actions log whether it succeeded. */
-export async function inAction<T>(requestId: string, body: () => Promise<T>): Promise<T> {
+/**
+ * Work that must run to its end although the workflow was cancelled (the Web UI's Cancel,
+ * `temporal workflow cancel`): a rollback, a release, the actions log. In a cancelled scope an
+ * activity would be refused before it was even scheduled, and the instance would stay claimed.
+ */
+export function settling<T>(work: () => Promise<T>): Promise<T> {
+  return CancellationScope.nonCancellable(work);
+}
+
+/**
+ * Runs a claimed action to its end, recording in the actions log whether it succeeded. On any
+ * failure, a cancellation included, `settle` leaves the instance free for the next action (its
+ * rollbacks may have done so already: it must be idempotent).
+ */
+export async function inAction<T>(requestId: string, body: () => Promise<T>, settle: () => Promise<void>): Promise<T> {
   try {
     const result = await body();
     await actionLog.finishAction({ requestId, result: 'Success' });
     return result;
   } catch (error) {
-    await actionLog.finishAction({ requestId, result: 'Error' });
+    await settling(async () => {
+      await settle();
+      await actionLog.finishAction({ requestId, result: isCancellation(error) ? 'Cancelled' : 'Error' });
+    });
     throw error;
   }
 }
@@ -126,7 +146,7 @@ export async function withRollback<T>(body: () => Promise<T>, rollback: (error: 
   try {
     return await body();
   } catch (error) {
-    await rollback(reason(error));
+    await settling(() => rollback(reason(error)));
     throw reason(error);
   }
 }

@@ -21,28 +21,33 @@ export async function deleteInstance(rawInput: ActionInput): Promise<void> {
   const { host } = instance;
   tagWorkflow({ host });
   const imageId = instance.systemMetadata.shelved_image_id;
+  const release = () => database.releaseInstance({ instanceUuid, requestId });
 
-  await inAction(requestId, async () => {
-    if (imageId) await cancelOffloadTimer(instanceUuid, imageId);
-    if (host) {
-      const compute = await configuredComputeHosts();
-      // A host that cannot take the step (its worker down past COMPUTE_HOST_TIMEOUT) leaves the
-      // server as it was, released, for a later delete.
-      await withRollback(
-        () =>
-          inEvent(
-            {
-              requestId,
-              name: 'compute_terminate_instance',
-              host,
-              details: `undefining the domain and removing the instance files on ${host}`,
-            },
-            () => compute(host).destroyInstance({ instanceUuid }),
-          ),
-        () => database.releaseInstance({ instanceUuid, requestId }),
-      );
-    }
-    if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
-    await database.markInstanceDeleted({ instanceUuid, requestId });
-  });
+  await inAction(
+    requestId,
+    async () => {
+      if (imageId) await cancelOffloadTimer(instanceUuid, imageId);
+      if (host) {
+        const compute = await configuredComputeHosts();
+        // A host that cannot take the step (its worker down past COMPUTE_HOST_TIMEOUT) leaves the
+        // server as it was, released, for a later delete.
+        await withRollback(
+          () =>
+            inEvent(
+              {
+                requestId,
+                name: 'compute_terminate_instance',
+                host,
+                details: `undefining the domain and removing the instance files on ${host}`,
+              },
+              () => compute(host).destroyInstance({ instanceUuid }),
+            ),
+          () => database.releaseInstance({ instanceUuid, requestId }),
+        );
+      }
+      if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
+      await database.markInstanceDeleted({ instanceUuid, requestId });
+    },
+    release,
+  );
 }

@@ -39,5 +39,9 @@ export async function shelvedOffloadTimer(rawInput: OffloadTimerInput): Promise<
     });
   if (!claimed) return null;
   tagWorkflow({ host: claimed.host });
-  return inAction(requestId, async () => offloadInstance(claimed, requestId, await configuredComputeHosts()));
+  return inAction(
+    requestId,
+    async () => offloadInstance(claimed, requestId, await configuredComputeHosts()),
+    () => database.releaseInstance({ instanceUuid, requestId }),
+  );
 }

@@ -56,5 +56,9 @@ export async function shelveOffloadInstance(rawInput: ActionInput): Promise<Inst
     projectId,
   });
   tagWorkflow({ host: instance.host });
-  return inAction(requestId, async () => offloadInstance(instance, requestId, await configuredComputeHosts()));
+  return inAction(
+    requestId,
+    async () => offloadInstance(instance, requestId, await configuredComputeHosts()),
+    () => database.releaseInstance({ instanceUuid, requestId }),
+  );
 }

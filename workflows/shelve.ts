@@ -48,108 +48,114 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
   });
   const host = claimed.host!;
   tagWorkflow({ host });
+  const release = () => database.releaseInstance({ instanceUuid, requestId });
 
-  return inAction(requestId, async () => {
-    const defaults = await settings.conductorSettings();
-    const compute = computeHosts(defaults.computeHostTimeout);
-    // A paused guest cannot answer a shutdown request: always a hard power-off (spec §8.5).
-    const shutdownTimeout =
-      claimed.powerState === PowerState.PAUSED ? 0 : (input.shutdownTimeout ?? defaults.shutdownTimeout);
-    const shelvedOffloadTime = input.shelvedOffloadTime ?? defaults.shelvedOffloadTime;
-    if (rootVolume(claimed)) return shelveVolumeBacked(claimed, requestId, shutdownTimeout, compute);
-    // Chosen here, so that every retry of the steps below works on this one image.
-    let imageId = uuid4();
-    const save = (expected: TaskState, changes: Parameters<typeof database.saveInstance>[0]['changes'], extra = {}) =>
-      database.saveInstance({ instanceUuid, requestId, expectedTaskStates: [expected], changes, ...extra });
+  return inAction(
+    requestId,
+    async () => {
+      const defaults = await settings.conductorSettings();
+      const compute = computeHosts(defaults.computeHostTimeout);
+      // A paused guest cannot answer a shutdown request: always a hard power-off (spec §8.5).
+      const shutdownTimeout =
+        claimed.powerState === PowerState.PAUSED ? 0 : (input.shutdownTimeout ?? defaults.shutdownTimeout);
+      const shelvedOffloadTime = input.shelvedOffloadTime ?? defaults.shelvedOffloadTime;
+      if (rootVolume(claimed)) return shelveVolumeBacked(claimed, requestId, shutdownTimeout, compute);
+      // Chosen here, so that every retry of the steps below works on this one image.
+      let imageId = uuid4();
+      const save = (expected: TaskState, changes: Parameters<typeof database.saveInstance>[0]['changes'], extra = {}) =>
+        database.saveInstance({ instanceUuid, requestId, expectedTaskStates: [expected], changes, ...extra });
 
-    const shelved = await withRollback(
-      async () => {
-        const powerState = await inEvent(
-          {
-            requestId,
-            name: 'compute_power_off_instance',
-            host,
-            details: `powering off on ${host} (clean shutdown for up to ${shutdownTimeout}s, then destroy)`,
-          },
-          () => compute(host).powerOffInstance({ instanceUuid, timeout: shutdownTimeout }),
-        );
-        let instance = await save(TaskState.SHELVING, {
-          powerState,
-          taskState: TaskState.SHELVING_IMAGE_PENDING_UPLOAD,
-        });
-
-        await inEvent(
-          { requestId, name: 'create_snapshot_image', host: null, details: `creating image ${imageId} in Glance` },
-          () => images.createSnapshotImage({ instance, imageId }),
-        );
-        instance = await save(TaskState.SHELVING_IMAGE_PENDING_UPLOAD, {
-          taskState: TaskState.SHELVING_IMAGE_UPLOADING,
-        });
-
-        const uploaded = await inEvent(
-          {
-            requestId,
-            name: 'compute_snapshot_instance',
-            host,
-            details: `uploading the root disk into image ${imageId}`,
-          },
-          async () => {
-            for (let replaced = 0; ; replaced++) {
-              try {
-                return await compute(host).snapshotInstance({ instance, imageId });
-              } catch (error) {
-                // An image stuck after an interrupted upload, or holding bytes this shelve cannot
-                // vouch for, is never used: a new one is, a few times at most.
-                const unusable = isFailure(error, 'ImageUploadInterrupted') || isFailure(error, 'ImageUploadMismatch');
-                if (!unusable || replaced >= MAX_IMAGE_REPLACEMENTS) throw error;
-                step(`replacing image ${imageId}: ${(reason(error) as Error).message}`);
-                await images.deleteSnapshotImage({ imageId });
-                imageId = uuid4();
-                await images.createSnapshotImage({ instance, imageId });
-              }
-            }
-          },
-        );
-
-        step('recording the instance as shelved');
-        return save(
-          TaskState.SHELVING_IMAGE_UPLOADING,
-          {
-            vmState: VmState.SHELVED,
-            taskState: shelvedOffloadTime === 0 ? TaskState.SHELVING_OFFLOADING : null,
-            powerState: PowerState.SHUTDOWN,
-          },
-          {
-            setSystemMetadata: {
-              shelved_at: shelvedAtTimestamp(new Date()),
-              shelved_image_id: imageId,
-              shelved_host: host,
-              // What the offload and the unshelve check the snapshot against.
-              shelved_image_os_hash_algo: uploaded.osHashAlgo,
-              shelved_image_os_hash_value: uploaded.osHashValue,
+      const shelved = await withRollback(
+        async () => {
+          const powerState = await inEvent(
+            {
+              requestId,
+              name: 'compute_power_off_instance',
+              host,
+              details: `powering off on ${host} (clean shutdown for up to ${shutdownTimeout}s, then destroy)`,
             },
-          },
-        );
-      },
-      async (error) => {
-        // Unlike Nova, a failed shelve leaves no orphaned image behind.
-        await images.deleteSnapshotImage({ imageId });
-        await rollBack(claimed, requestId, error, compute);
-      },
-    );
+            () => compute(host).powerOffInstance({ instanceUuid, timeout: shutdownTimeout }),
+          );
+          let instance = await save(TaskState.SHELVING, {
+            powerState,
+            taskState: TaskState.SHELVING_IMAGE_PENDING_UPLOAD,
+          });
 
-    if (shelvedOffloadTime === 0) return offloadInstance(shelved, requestId, compute);
-    if (shelvedOffloadTime > 0) {
-      step(`starting the timer that offloads in ${shelvedOffloadTime}s`);
-      // Abandoned: the timer outlives this workflow, which ends as soon as the instance is SHELVED.
-      await startChild(shelvedOffloadTimer, {
-        workflowId: offloadTimerWorkflowId(instanceUuid, imageId),
-        args: [{ instanceUuid, shelvedImageId: imageId, seconds: shelvedOffloadTime }],
-        parentClosePolicy: ParentClosePolicy.ABANDON,
-      });
-    }
-    return shelved;
-  });
+          await inEvent(
+            { requestId, name: 'create_snapshot_image', host: null, details: `creating image ${imageId} in Glance` },
+            () => images.createSnapshotImage({ instance, imageId }),
+          );
+          instance = await save(TaskState.SHELVING_IMAGE_PENDING_UPLOAD, {
+            taskState: TaskState.SHELVING_IMAGE_UPLOADING,
+          });
+
+          const uploaded = await inEvent(
+            {
+              requestId,
+              name: 'compute_snapshot_instance',
+              host,
+              details: `uploading the root disk into image ${imageId}`,
+            },
+            async () => {
+              for (let replaced = 0; ; replaced++) {
+                try {
+                  return await compute(host).snapshotInstance({ instance, imageId });
+                } catch (error) {
+                  // An image stuck after an interrupted upload, or holding bytes this shelve cannot
+                  // vouch for, is never used: a new one is, a few times at most.
+                  const unusable =
+                    isFailure(error, 'ImageUploadInterrupted') || isFailure(error, 'ImageUploadMismatch');
+                  if (!unusable || replaced >= MAX_IMAGE_REPLACEMENTS) throw error;
+                  step(`replacing image ${imageId}: ${(reason(error) as Error).message}`);
+                  await images.deleteSnapshotImage({ imageId });
+                  imageId = uuid4();
+                  await images.createSnapshotImage({ instance, imageId });
+                }
+              }
+            },
+          );
+
+          step('recording the instance as shelved');
+          return save(
+            TaskState.SHELVING_IMAGE_UPLOADING,
+            {
+              vmState: VmState.SHELVED,
+              taskState: shelvedOffloadTime === 0 ? TaskState.SHELVING_OFFLOADING : null,
+              powerState: PowerState.SHUTDOWN,
+            },
+            {
+              setSystemMetadata: {
+                shelved_at: shelvedAtTimestamp(new Date()),
+                shelved_image_id: imageId,
+                shelved_host: host,
+                // What the offload and the unshelve check the snapshot against.
+                shelved_image_os_hash_algo: uploaded.osHashAlgo,
+                shelved_image_os_hash_value: uploaded.osHashValue,
+              },
+            },
+          );
+        },
+        async (error) => {
+          // Unlike Nova, a failed shelve leaves no orphaned image behind.
+          await images.deleteSnapshotImage({ imageId });
+          await rollBack(claimed, requestId, error, compute);
+        },
+      );
+
+      if (shelvedOffloadTime === 0) return offloadInstance(shelved, requestId, compute);
+      if (shelvedOffloadTime > 0) {
+        step(`starting the timer that offloads in ${shelvedOffloadTime}s`);
+        // Abandoned: the timer outlives this workflow, which ends as soon as the instance is SHELVED.
+        await startChild(shelvedOffloadTimer, {
+          workflowId: offloadTimerWorkflowId(instanceUuid, imageId),
+          args: [{ instanceUuid, shelvedImageId: imageId, seconds: shelvedOffloadTime }],
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+        });
+      }
+      return shelved;
+    },
+    release,
+  );
 }
 
 /**

@@ -54,31 +54,36 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
     projectId: input.projectId,
   });
   const imageId = instance.systemMetadata.shelved_image_id;
+  const release = () => database.releaseInstance({ instanceUuid, requestId });
 
-  return inAction(requestId, async () => {
-    const compute = await configuredComputeHosts();
-    if (imageId && instance.vmState === VmState.SHELVED) await cancelOffloadTimer(instanceUuid, imageId);
+  return inAction(
+    requestId,
+    async () => {
+      const compute = await configuredComputeHosts();
+      if (imageId && instance.vmState === VmState.SHELVED) await cancelOffloadTimer(instanceUuid, imageId);
 
-    const unshelved = await withRollback(
-      async () => {
-        if (instance.vmState === VmState.SHELVED) {
-          if (input.host || 'availabilityZone' in input) {
-            throw ApplicationFailure.create({
-              type: 'UnshelveInstanceInvalidState',
-              message: `The unshelve of instance ${instanceUuid} names a host or an availability zone, but its status is SHELVED. The server status must be SHELVED_OFFLOADED.`,
-              nonRetryable: true,
-            });
+      const unshelved = await withRollback(
+        async () => {
+          if (instance.vmState === VmState.SHELVED) {
+            if (input.host || 'availabilityZone' in input) {
+              throw ApplicationFailure.create({
+                type: 'UnshelveInstanceInvalidState',
+                message: `The unshelve of instance ${instanceUuid} names a host or an availability zone, but its status is SHELVED. The server status must be SHELVED_OFFLOADED.`,
+                nonRetryable: true,
+              });
+            }
+            return powerOnInPlace(instance, requestId, compute);
           }
-          return powerOnInPlace(instance, requestId, compute);
-        }
-        return spawnFromSnapshot(instance, requestId, input, compute);
-      },
-      () => database.releaseInstance({ instanceUuid, requestId }),
-    );
+          return spawnFromSnapshot(instance, requestId, input, compute);
+        },
+        () => database.releaseInstance({ instanceUuid, requestId }),
+      );
 
-    if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
-    return unshelved;
-  });
+      if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
+      return unshelved;
+    },
+    release,
+  );
 }
 
 async function powerOnInPlace(instance: Instance, requestId: string, compute: ComputeHosts): Promise<Instance> {
