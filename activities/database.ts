@@ -185,6 +185,35 @@ function instanceNotFound(instanceUuid: string): ApplicationFailure {
   });
 }
 
+/** The workflow that holds an instance's claim, if an action holds it (task_state set). */
+export async function claimHolder(pool: Pool, instanceUuid: string): Promise<string | null> {
+  const { rows } = await pool.query<{ workflow: string | null }>(
+    'SELECT task_workflow_id AS workflow FROM instances WHERE uuid = $1 AND task_state IS NOT NULL',
+    [instanceUuid],
+  );
+  return rows[0]?.workflow ?? null;
+}
+
+/**
+ * Nova's os-resetState: the instance gets `vmState` and no task_state, whatever held it. Only
+ * while the claim is still the one the caller found (`holder`): false when another action took it
+ * meanwhile.
+ */
+export async function resetInstanceState(
+  pool: Pool,
+  instanceUuid: string,
+  vmState: typeof VmState.ACTIVE | typeof VmState.ERROR,
+  holder: string | null,
+): Promise<boolean> {
+  const { rowCount } = await pool.query(
+    `UPDATE instances SET vm_state = $2, task_state = NULL, updated_at = now()
+      WHERE uuid = $1 AND deleted_at IS NULL
+        AND (task_state IS NULL OR task_workflow_id IS NOT DISTINCT FROM $3)`,
+    [instanceUuid, vmState, holder],
+  );
+  return rowCount === 1;
+}
+
 export async function getInstance(db: Pool | PoolClient, instanceUuid: string): Promise<Instance> {
   if (!isUuid(instanceUuid)) throw instanceNotFound(instanceUuid);
   const { rows } = await db.query('SELECT * FROM instances WHERE uuid = $1 AND deleted_at IS NULL', [instanceUuid]);

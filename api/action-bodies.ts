@@ -97,3 +97,17 @@ export function serverCreateRequest(body: unknown): ServerCreateRequest {
   if (!serverCreate(body)) throw new ApiFault(400, describe(serverCreate.errors, 'body'));
   return (body as { server: ServerCreateRequest }).server;
 }
+
+// os-resetState: {"state": "active"} or {"state": "error"}, nothing else.
+const resetState = ajv.compile({
+  type: 'object',
+  properties: { state: { type: 'string', enum: ['active', 'error'] } },
+  required: ['state'],
+  additionalProperties: false,
+});
+
+/** The vm_state an os-resetState body asks for. */
+export function resetStateRequest(body: unknown): 'active' | 'error' {
+  if (!resetState(body)) throw new ApiFault(400, describe(resetState.errors, 'os-resetState'));
+  return (body as { state: 'active' | 'error' }).state;
+}

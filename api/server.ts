@@ -2,12 +2,18 @@
 // Actions claim the instance here, so a conflict is a 409 before anything starts; the workflow
 // then finds the claim its own (same request id).
 import { randomUUID } from 'node:crypto';
-import { type Client, WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import { type Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
 import { listInstanceActions } from '../activities/action-log.js';
-import { createDatabaseActivities, getInstance, listInstances } from '../activities/database.js';
+import {
+  claimHolder,
+  createDatabaseActivities,
+  getInstance,
+  listInstances,
+  resetInstanceState,
+} from '../activities/database.js';
 import { type Action, startAction } from '../lib/actions.js';
 import type { Config } from '../lib/config.js';
 import { logger } from '../lib/logger.js';
@@ -18,7 +24,7 @@ import { type GlanceImage, GlanceClient } from '../lib/glance.js';
 import { type Flavor, imageSystemMetadata, type Instance, type InstanceAction, isUuid, VmState } from '../lib/nova.js';
 import { targetZone } from '../lib/scheduler.js';
 import { workflowId } from '../lib/temporal.js';
-import { serverCreateRequest, unshelveRequest } from './action-bodies.js';
+import { resetStateRequest, serverCreateRequest, unshelveRequest } from './action-bodies.js';
 import { authenticator, type RequestContext } from './context.js';
 import { ApiFault, FAULT_CODE_OF_FAILURE } from './faults.js';
 import {
@@ -42,7 +48,7 @@ export interface ApiDependencies {
 const BODY_LIMIT = 64 * 1024;
 
 /** The actions of POST /servers/{id}/action this API serves. */
-const SERVER_ACTIONS = ['shelve', 'shelveOffload', 'unshelve'] as const;
+const SERVER_ACTIONS = ['shelve', 'shelveOffload', 'unshelve', 'os-resetState'] as const;
 
 function forbidden(rule: string): ApiFault {
   return new ApiFault(403, `Policy doesn't allow os_compute_api:${rule} to be performed.`);
@@ -303,6 +309,11 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
       throw new ApiFault(400, `There is no such action: ${name}`);
     const action = name as (typeof SERVER_ACTIONS)[number];
     const instance = await visibleServer(context, request.params.id);
+    if (action === 'os-resetState') {
+      if (!context.isAdmin) throw forbidden('os-admin-actions:reset_state');
+      await resetState(instance, resetStateRequest((body as Record<string, unknown>)[action]));
+      return reply.code(202).send();
+    }
 
     // Policies (os_compute_api:os-shelve:*): the owner's project or an admin; offload and a
     // named host are admin-only.
@@ -345,6 +356,33 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
     await claimAndStart(request, context, instance, 'delete', {});
     reply.code(204).send();
   });
+
+  /**
+   * Nova's os-resetState, for an instance that nothing else settles (its workflow terminated, say):
+   * refused while the workflow that holds the instance still runs, which would go on acting on it.
+   */
+  async function resetState(instance: Instance, state: 'active' | 'error'): Promise<void> {
+    const holder = await claimHolder(pool, instance.uuid);
+    if (holder && (await workflowRunning(holder))) {
+      throw new ApiFault(
+        409,
+        `Instance ${instance.uuid} is held by workflow ${holder}, which still runs: cancel or terminate it first.`,
+      );
+    }
+    const vmState = state === 'active' ? VmState.ACTIVE : VmState.ERROR;
+    if (!(await resetInstanceState(pool, instance.uuid, vmState, holder))) {
+      throw new ApiFault(409, `Another action took instance ${instance.uuid} meanwhile; its state was not reset.`);
+    }
+  }
+
+  async function workflowRunning(workflowId: string): Promise<boolean> {
+    try {
+      return (await client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
+    } catch (error) {
+      if (error instanceof WorkflowNotFoundError) return false;
+      throw error;
+    }
+  }
 
   /**
    * Claims the instance for the action in the request's name and for the workflow about to run

@@ -187,6 +187,17 @@ program
   });
 
 program
+  .command('reset-state <server>')
+  .description("reset a stuck server's state to active (or error with --error), admin only: Nova's os-resetState")
+  .option('--error', 'reset it to error, not active')
+  .action(async (id: string, options: { error?: boolean }) => {
+    const state = options.error ? 'error' : 'active';
+    await call(globals(), 'POST', `/servers/${id}/action`, { 'os-resetState': { state } });
+    const server = await getServer(globals(), id);
+    print(globals(), server, () => `state of ${id} reset: ${stateLine(server)}`);
+  });
+
+program
   .command('show <server>')
   .description("show a server's states")
   .action(async (id: string) => {

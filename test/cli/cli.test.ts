@@ -124,6 +124,17 @@ describe('the vm-shelve command line', () => {
     expect(listed.map((server) => server.id)).toContain(uuid);
   });
 
+  it("resets a server's state, as an admin only", async () => {
+    const { uuid } = await stub.buildInstance();
+    const refused = await vmShelve(owner, 'reset-state', '--error', uuid);
+    expect(refused.stderr).toBe(
+      "vm-shelve: 403: Policy doesn't allow os_compute_api:os-admin-actions:reset_state to be performed.\n",
+    );
+    const reset = await vmShelve('admin:admin-project', 'reset-state', '--error', uuid);
+    expect(reset.code).toBe(0);
+    expect(reset.stdout).toMatch(new RegExp(`^state of ${uuid} reset: ERROR +vm_state=error task_state=None`));
+  });
+
   it('fails with a non-zero exit and a one-line reason', async () => {
     const { uuid } = await stub.buildInstance();
     const forbidden = await vmShelve(owner, 'offload', uuid);
