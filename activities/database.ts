@@ -337,11 +337,12 @@ export function createDatabaseActivities(pool: Pool) {
         const { rowCount } = await client.query(
           `UPDATE instances SET task_state = $2, task_request_id = $3, task_workflow_id = $6, updated_at = now()
            WHERE uuid = $1
-             AND ((task_state IS NULL AND vm_state = ANY($4) AND launched_at IS NOT NULL
+             AND ((task_state IS NULL AND vm_state = ANY($4) AND (launched_at IS NOT NULL OR $7)
                    AND ($5::text IS NULL OR EXISTS (SELECT 1 FROM instance_system_metadata
                      WHERE instance_uuid = $1 AND key = 'shelved_image_id' AND value = $5)))
                   OR (task_request_id = $3 AND task_state = $2 AND task_workflow_id IS NOT DISTINCT FROM $6))`,
-          [instanceUuid, taskState, requestId, allowed, shelvedImageId ?? null, workflowId],
+          // A server whose build failed never launched; it can still be deleted, as in Nova.
+          [instanceUuid, taskState, requestId, allowed, shelvedImageId ?? null, workflowId, action === 'delete'],
         );
         if (rowCount === 0) {
           const current = await getInstance(client, instanceUuid);
@@ -350,7 +351,7 @@ export function createDatabaseActivities(pool: Pool) {
               ? ['task_state', current.taskState]
               : !allowed.includes(current.vmState)
                 ? ['vm_state', current.vmState]
-                : current.launchedAt === null
+                : current.launchedAt === null && action !== 'delete'
                   ? ['launched_at', 'None']
                   : ['shelved_image_id', current.systemMetadata.shelved_image_id ?? 'None'];
           throw ApplicationFailure.create({

@@ -80,12 +80,16 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
     systemMetadata: imageSystemMetadata(image),
   });
 
-  const fail = async () => {
+  /**
+   * ERROR, free for a delete; `offHost` once its host holds nothing of it any more, so that the
+   * host's capacity is not counted for it.
+   */
+  const fail = async ({ offHost = false } = {}) => {
     await database.saveInstance({
       instanceUuid,
       requestId,
       expectedTaskStates: [TaskState.SPAWNING],
-      changes: { vmState: VmState.ERROR, taskState: null },
+      changes: { vmState: VmState.ERROR, taskState: null, ...(offHost ? { host: null, node: null } : {}) },
     });
   };
 
@@ -103,7 +107,7 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
               requestedHost: input.host,
             }),
           ),
-        fail,
+        () => fail(),
       );
       tagWorkflow({ host: destination.host });
       const placed = await database.saveInstance({
@@ -144,10 +148,10 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
           ),
         async () => {
           await compute(destination.host).destroyInstance({ instanceUuid });
-          await fail();
+          await fail({ offHost: true });
         },
       );
     },
-    fail,
+    () => fail(),
   );
 }

@@ -60,7 +60,6 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
     requestId,
     async () => {
       const compute = await configuredComputeHosts();
-      if (imageId && instance.vmState === VmState.SHELVED) await cancelOffloadTimer(instanceUuid, imageId);
 
       const unshelved = await withRollback(
         async () => {
@@ -79,6 +78,8 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
         () => database.releaseInstance({ instanceUuid, requestId }),
       );
 
+      // Only now: an unshelve that failed leaves the instance SHELVED, and its timer still running.
+      if (imageId && instance.vmState === VmState.SHELVED) await cancelOffloadTimer(instanceUuid, imageId);
       if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
       return unshelved;
     },

@@ -1,13 +1,15 @@
 // Deleting a server through the API, from each state a user may leave it in, on a stub compute
 // host beside the real conductor, PostgreSQL and Glance: the domain and files go from the host,
 // the shelve snapshot from Glance, and the server from every lookup; its actions log stays.
+import { randomUUID } from 'node:crypto';
+import { ApplicationFailure } from '@temporalio/common';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../activities/action-log.js';
 import { getInstance } from '../../activities/database.js';
 import { buildApi } from '../../api/server.js';
 import { type Action, startAction } from '../../lib/actions.js';
-import type { Instance } from '../../lib/nova.js';
+import { type Instance, PowerState } from '../../lib/nova.js';
 import { workflowId } from '../../lib/temporal.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { type StubHost, startStubHost, testOwner } from '../support/stub-host.js';
@@ -19,6 +21,7 @@ describe('deleting a server', () => {
   let stub: StubHost;
   let api: FastifyInstance;
   const destroyed: string[] = [];
+  let spawnFails = false;
 
   beforeAll(async () => {
     // Shelve leaves servers SHELVED, so that a shelved server's snapshot is still in Glance.
@@ -26,6 +29,10 @@ describe('deleting a server', () => {
     stub = await startStubHost(stack, {
       async destroyInstance({ instanceUuid }) {
         destroyed.push(instanceUuid);
+      },
+      async spawnInstance() {
+        if (spawnFails) throw ApplicationFailure.nonRetryable('QEMU refused to start the domain', 'SpawnFailed');
+        return PowerState.RUNNING;
       },
     });
     api = buildApi({ config: stack.config, pool: stack.pool, client: stack.client });
@@ -87,6 +94,37 @@ describe('deleting a server', () => {
     await deleteServer(uuid);
     expect(destroyed).toEqual([]);
     expect(await stack.glance.getImage(testOwner, imageId)).toBeNull();
+  });
+
+  it('a server whose build failed (no host in its zone): ERROR, never launched, on no host, deletable', async () => {
+    const zone = `az-nowhere-${randomUUID().slice(0, 8)}`;
+    await expect(stub.buildInstance({ availabilityZone: zone })).rejects.toThrow();
+    const { rows } = await stack.pool.query<{ uuid: string }>(
+      'SELECT uuid FROM instances WHERE requested_availability_zone = $1',
+      [zone],
+    );
+    const uuid = rows[0]!.uuid;
+    expect(await getInstance(stack.pool, uuid)).toMatchObject({
+      vmState: 'error',
+      taskState: null,
+      launchedAt: null,
+      host: null,
+    });
+    await deleteServer(uuid);
+  });
+
+  it('a server whose spawn failed: ERROR, its host cleaned and no longer holding it, deletable', async () => {
+    spawnFails = true;
+    await expect(stub.buildInstance()).rejects.toThrow();
+    spawnFails = false;
+    const { rows } = await stack.pool.query<{ uuid: string }>(
+      `SELECT uuid FROM instances WHERE project_id = $1 AND vm_state = 'error' ORDER BY created_at DESC LIMIT 1`,
+      [testOwner.projectId],
+    );
+    const uuid = rows[0]!.uuid;
+    expect(destroyed).toContain(uuid);
+    expect(await getInstance(stack.pool, uuid)).toMatchObject({ vmState: 'error', taskState: null, host: null });
+    await deleteServer(uuid);
   });
 
   it('is refused while another action holds the server (409), and a deleted server is 404', async () => {

@@ -1,4 +1,5 @@
 // shelved_offload_time > 0: the durable timer that offloads later, on a stub compute host.
+import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getInstance } from '../../activities/database.js';
@@ -41,6 +42,24 @@ describe('shelved_offload_time > 0', () => {
     const offloaded = (await timerOf(shelved).result()) as Instance;
     expect(offloaded).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
     expect(offloaded.systemMetadata.shelved_image_id).toBe(shelved.systemMetadata.shelved_image_id);
+  });
+
+  it('fires while another action holds the instance: tries again, and offloads once it is free', async () => {
+    const { uuid } = await stub.buildInstance();
+    const shelved = await shelve(uuid, 1);
+    const hold = (taskState: string | null, requestId: string | null) =>
+      stack.pool.query('UPDATE instances SET task_state = $2, task_request_id = $3 WHERE uuid = $1', [
+        uuid,
+        taskState,
+        requestId,
+      ]);
+    await hold('shelving', 'req-other');
+    await sleep(2500);
+    expect((await timerOf(shelved).describe()).status.name).toBe('RUNNING');
+    expect(await getInstance(stack.pool, uuid)).toMatchObject({ vmState: 'shelved', host: stub.host });
+
+    await hold(null, null);
+    expect(await timerOf(shelved).result()).toMatchObject({ vmState: 'shelved_offloaded', taskState: null });
   });
 
   it('is cancelled by an unshelve, and the instance stays ACTIVE on its host', async () => {
