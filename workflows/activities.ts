@@ -8,7 +8,16 @@ import type { ImageActivities } from '../activities/images.js';
 import type { SettingsActivities } from '../activities/settings.js';
 import { computeTaskQueue } from '../lib/temporal.js';
 
-const retry = { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds' };
+/**
+ * Backoff from 1 s to 30 s, and a bound: a failure that retrying cannot fix ends in the action's
+ * rollback after about 8 minutes (20 attempts), not in an instance claimed for ever.
+ */
+const retry = {
+  initialInterval: '1 second',
+  backoffCoefficient: 2,
+  maximumInterval: '30 seconds',
+  maximumAttempts: 20,
+};
 
 export const database = proxyActivities<DatabaseActivities>({ startToCloseTimeout: '30 seconds', retry });
 export const settings = proxyActivities<SettingsActivities>({ startToCloseTimeout: '10 seconds', retry });
@@ -43,9 +52,11 @@ export function computeHosts(hostTimeout: number): ComputeHosts {
     const activities = proxyActivities<ComputeActivities>({
       taskQueue: computeTaskQueue(host),
       scheduleToStartTimeout: `${hostTimeout} seconds`,
-      startToCloseTimeout: '2 hours',
+      // Liveness comes from the heartbeat; the day is only an outer bound, which no disk reaches.
+      startToCloseTimeout: '1 day',
       heartbeatTimeout: '30 seconds',
-      retry,
+      // Each attempt of a disk copy may take long: fewer of them.
+      retry: { ...retry, maximumAttempts: 10 },
     });
     return new Proxy(activities, {
       get:
