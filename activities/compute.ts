@@ -88,6 +88,14 @@ async function heartbeating<T>(step: string, work: Promise<T>): Promise<T> {
   }
 }
 
+/**
+ * The largest virtual size an image may have to become a disk of `size` bytes; none for a size of
+ * 0, which takes the image's own size (Nova's rule for a flavor of root_gb 0).
+ */
+function sizeLimit(size: number): number | undefined {
+  return size > 0 ? size : undefined;
+}
+
 /** Ids become path components: only a uuid may. */
 function checkedId(kind: string, id: string): string {
   if (!isUuid(id)) {
@@ -273,9 +281,8 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
   }
 
   async function prepareRootDisk(instance: Instance, root: RootDiskSource): Promise<DomainDisk> {
-    // A flavor of root_gb 0 takes the image's own size (Nova's rule for such flavors).
     const rootSize = instance.flavor.rootGb * 1024 ** 3;
-    const maxVirtualSize = rootSize > 0 ? rootSize : undefined;
+    const maxVirtualSize = sizeLimit(rootSize);
     if (root.kind === 'standalone') {
       const file = diskPath(instance.uuid);
       const image = await requireImage(glance.snapshotContext, root.imageId);
@@ -301,7 +308,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
         });
       }
       const volumeSize = root.sizeGb * 1024 ** 3;
-      const base = await cachedImage(instance, root.imageId, volumeSize);
+      const base = await cachedImage(instance, root.imageId, sizeLimit(volumeSize));
       const part = `${file}.part`;
       await heartbeating(
         'creating volume',
