@@ -26,6 +26,8 @@ export interface InstanceActionRecord {
   startTime: string;
   finishTime: string | null;
   message: string | null;
+  /** Why an action that did not succeed ended so, when no step says (e.g. 'cancelled by <identity>'). */
+  reason: string | null;
   /** The workflow that runs the action (null for actions recorded before it was kept). */
   workflowId: string | null;
   events: ActionEvent[];
@@ -53,11 +55,23 @@ export function createActionLogActivities(pool: Pool) {
       for (const { seconds } of rows) stepDuration.observe({ event: finish.event, result: finish.result }, seconds);
     },
 
-    async finishAction({ requestId, result }: { requestId: string; result: ActionResult }) {
+    /**
+     * Ends the action; one that did not succeed may say why (`reason`: who cancelled it, what the
+     * reconciler found), and the steps it left open (its workflow terminated) end as Error with it.
+     */
+    async finishAction({ requestId, result, reason }: { requestId: string; result: ActionResult; reason?: string }) {
       const { rows } = await pool.query<{ action: string }>(
-        'UPDATE instance_actions SET finish_time = now(), message = $2 WHERE request_id = $1 RETURNING action',
-        [requestId, result === 'Success' ? null : result],
+        `UPDATE instance_actions SET finish_time = now(), message = $2, reason = $3 WHERE request_id = $1
+         RETURNING action`,
+        [requestId, result === 'Success' ? null : result, reason ?? null],
       );
+      if (result !== 'Success') {
+        await pool.query(
+          `UPDATE instance_action_events e SET finish_time = now(), result = 'Error', traceback = $2
+           FROM instance_actions a WHERE e.action_id = a.id AND a.request_id = $1 AND e.finish_time IS NULL`,
+          [requestId, reason ?? result],
+        );
+      }
       for (const { action } of rows) actionsFinished.inc({ action, result });
     },
   };
@@ -85,6 +99,7 @@ export async function listInstanceActions(pool: Pool, instanceUuid: string): Pro
     startTime: (row.start_time as Date).toISOString(),
     finishTime: row.finish_time ? (row.finish_time as Date).toISOString() : null,
     message: row.message,
+    reason: row.reason,
     workflowId: row.workflow_id,
     // json_agg gives PostgreSQL's timestamp text: made ISO like the action's own times.
     events: (row.events as ActionEvent[]).map((event) => ({

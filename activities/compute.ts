@@ -525,6 +525,20 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
     },
 
     powerOnInstance,
+
+    /**
+     * The power_state of each instance's domain on this host, by instance uuid (Nova's
+     * _sync_power_states reads the same): what an instance that shows none here has is NOSTATE.
+     */
+    async listInstancePowerStates(): Promise<Record<string, PowerState>> {
+      const states: Record<string, PowerState> = {};
+      for (const domain of await (await libvirt.open()).connectListAllDomains()) {
+        const name = await domain.getName();
+        const uuid = name.slice('instance-'.length);
+        if (name.startsWith('instance-') && isUuid(uuid)) states[uuid] = powerStateOf((await domain.getInfo()).state);
+      }
+      return states;
+    },
   };
 }
 

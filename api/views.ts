@@ -91,6 +91,8 @@ export function actionView(
     start_time: timestamp(action.startTime),
     updated_at: timestamp(action.finishTime ?? action.startTime),
     message: action.message,
+    // vm-shelve's own: why it ended so (who cancelled it, what the reconciler found), for admins.
+    ...(context.isAdmin ? { reason: action.reason } : {}),
     ...(withEvents
       ? {
           events: action.events.map((event) => ({

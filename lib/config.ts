@@ -77,6 +77,8 @@ export interface Config {
    * action on a host whose worker is gone waits that long, not forever (Nova waits forever).
    */
   computeHostTimeout: number;
+  /** Seconds between two runs of the reconciler's Temporal Schedule (RECONCILE_INTERVAL). */
+  reconcileInterval: number;
   logLevel: string;
   /** Port of a worker's own /metrics endpoint, on loopback; 0 (the default) serves none. */
   metricsPort: number;
@@ -224,6 +226,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownTimeout: integer(env, 'SHUTDOWN_TIMEOUT', 60, 0),
     shelvedOffloadTime: integer(env, 'SHELVED_OFFLOAD_TIME', 0, -1),
     computeHostTimeout: integer(env, 'COMPUTE_HOST_TIMEOUT', 300, 1),
+    reconcileInterval: integer(env, 'RECONCILE_INTERVAL', 60, 1),
     logLevel: env.LOG_LEVEL ?? 'info',
     metricsPort: integer(env, 'METRICS_PORT', 0, 0),
   };

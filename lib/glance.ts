@@ -286,14 +286,26 @@ export class GlanceClient {
     }
   }
 
-  /** The images the context may see, optionally only those with this name. */
-  async listImages(context: RequestContext, { name }: { name?: string } = {}): Promise<GlanceImage[]> {
+  /**
+   * The images the context may see, optionally only those with this name, owner or status: every
+   * page of them (Glance answers 25 at a time unless asked).
+   */
+  async listImages(
+    context: RequestContext,
+    filters: { name?: string; owner?: string; status?: GlanceImage['status'] } = {},
+  ): Promise<GlanceImage[]> {
+    const images: GlanceImage[] = [];
     try {
-      const { data } = await this.http.get<{ images: GlanceImage[] }>('/images', {
-        headers: this.headers(context),
-        params: name === undefined ? {} : { name },
-      });
-      return data.images;
+      for (let marker: string | undefined; ; ) {
+        const { data } = await this.http.get<{ images: GlanceImage[]; next?: string }>('/images', {
+          headers: this.headers(context),
+          params: { ...filters, ...(marker ? { marker } : {}) },
+        });
+        images.push(...data.images);
+        // Glance's `next` link carries the marker of the following page; none after the last.
+        marker = data.next && data.images.length > 0 ? data.images.at(-1)!.id : undefined;
+        if (!marker) return images;
+      }
     } catch (error) {
       throw glanceFailure('image list', error);
     }

@@ -5,7 +5,9 @@ import type { ActionLogActivities } from '../activities/action-log.js';
 import type { ComputeActivities } from '../activities/compute.js';
 import type { DatabaseActivities } from '../activities/database.js';
 import type { ImageActivities } from '../activities/images.js';
+import type { ReconcilerActivities } from '../activities/reconciler.js';
 import type { SettingsActivities } from '../activities/settings.js';
+import type { TemporalActivities } from '../activities/temporal.js';
 import { computeTaskQueue } from '../lib/temporal.js';
 
 /**
@@ -22,6 +24,16 @@ const retry = {
 export const database = proxyActivities<DatabaseActivities>({ startToCloseTimeout: '30 seconds', retry });
 export const settings = proxyActivities<SettingsActivities>({ startToCloseTimeout: '10 seconds', retry });
 export const images = proxyActivities<ImageActivities>({ startToCloseTimeout: '2 minutes', retry });
+/**
+ * Bookkeeping and the reconciler's work on one item each: a few attempts, so that one bad item
+ * does not hold up the rest; the next reconcile tries it again.
+ */
+const fewAttempts = { ...retry, maximumAttempts: 3 };
+export const temporal = proxyActivities<TemporalActivities>({ startToCloseTimeout: '30 seconds', retry: fewAttempts });
+export const reconciler = proxyActivities<ReconcilerActivities>({
+  startToCloseTimeout: '1 minute',
+  retry: fewAttempts,
+});
 /** Local: a row per step is bookkeeping, not worth a round trip through a task queue. */
 export const actionLog = proxyLocalActivities<ActionLogActivities>({ startToCloseTimeout: '10 seconds', retry });
 

@@ -13,7 +13,7 @@ import {
 import { ComputeHost, InstanceAction, InstanceUuid, offloadTimerWorkflowId } from '../lib/temporal.js';
 import type { ClaimRequest } from '../activities/database.js';
 import type { Instance } from '../lib/nova.js';
-import { actionLog, database, images } from './activities.js';
+import { actionLog, database, images, temporal } from './activities.js';
 
 export interface ActionInput {
   instanceUuid: string;
@@ -106,7 +106,14 @@ export async function inAction<T>(requestId: string, body: () => Promise<T>, set
   } catch (error) {
     await settling(async () => {
       await settle();
-      await actionLog.finishAction({ requestId, result: isCancellation(error) ? 'Cancelled' : 'Error' });
+      if (!isCancellation(error)) return actionLog.finishAction({ requestId, result: 'Error' });
+      // Who cancelled is bookkeeping: a history Temporal cannot read now leaves the action Cancelled.
+      const requester = await temporal.cancelRequester().catch(() => null);
+      await actionLog.finishAction({
+        requestId,
+        result: 'Cancelled',
+        ...(requester ? { reason: `cancelled by ${requester}` } : {}),
+      });
     });
     throw error;
   }

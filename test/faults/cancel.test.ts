@@ -55,7 +55,11 @@ describe('an action cancelled by an operator', () => {
       host: stack.config.compute.host,
     });
     expect(await stack.glance.listImages(e2eOwner, { name: `${vm.displayName}-shelved` })).toEqual([]);
-    expect(await lastAction()).toMatchObject({ action: 'shelve', message: 'Cancelled' });
+    expect(await lastAction()).toMatchObject({
+      action: 'shelve',
+      message: 'Cancelled',
+      reason: `cancelled by ${stack.client.options.identity}`,
+    });
     expect(await vm.diskIsIntact(stack.config)).toBe(true);
   });
 
@@ -75,7 +79,11 @@ describe('an action cancelled by an operator', () => {
     expect(await stack.libvirt.lookupInstance(vm.instanceUuid)).toBeNull();
     expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, vm.instanceUuid))).toBe(false);
     await expectSingleSnapshot(stack, vm);
-    expect(await lastAction()).toMatchObject({ action: 'unshelve', message: 'Cancelled' });
+    expect(await lastAction()).toMatchObject({
+      action: 'unshelve',
+      message: 'Cancelled',
+      reason: `cancelled by ${stack.client.options.identity}`,
+    });
 
     // Nothing is stranded: the next unshelve brings the same bytes back.
     const again = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: vm.instanceUuid });

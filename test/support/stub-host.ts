@@ -59,6 +59,10 @@ export async function startStubHost(
     async powerOnInstance() {
       return PowerState.RUNNING;
     },
+    // A stub host has no domains: the reconciler must not be pointed at its instances.
+    async listInstancePowerStates() {
+      return {};
+    },
     ...overrides,
   };
   const connection = await connectWorker(stack.config);

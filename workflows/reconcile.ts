@@ -1,0 +1,122 @@
+// The reconciler, run every RECONCILE_INTERVAL seconds by a Temporal Schedule: it settles what
+// no workflow will settle any more. Claims whose workflow is closed (terminated, say) are
+// released as that action's rollback would have; power states follow what libvirt shows (Nova's
+// _sync_power_states); snapshot images a dead shelve left half-made are deleted. Each item is
+// best effort: one that fails is logged and tried again by the next run.
+import { log } from '@temporalio/workflow';
+import type { StrandedClaim } from '../activities/reconciler.js';
+import { PowerState, TaskState, VmState } from '../lib/nova.js';
+import { actionLog, type ComputeHosts, computeHosts, images, reconciler, temporal } from './activities.js';
+import { checkedSeconds, reason, step } from './common.js';
+
+/** The API claims just before it starts the workflow: a younger claim may not have one yet. */
+const DEFAULT_GRACE_SECONDS = 120;
+const SHELVE_TASK_STATES: TaskState[] = [
+  TaskState.SHELVING,
+  TaskState.SHELVING_IMAGE_PENDING_UPLOAD,
+  TaskState.SHELVING_IMAGE_UPLOADING,
+];
+/** A host that does not take a step this soon is skipped; the next run tries it again. */
+const HOST_TIMEOUT_SECONDS = 30;
+
+export interface ReconcileInput {
+  /** Seconds a claim or an image must have stood unchanged; 120 when absent. */
+  graceSeconds?: number;
+  /** Only these instances (and their images); all when absent. */
+  instanceUuids?: string[];
+}
+
+/** What the run did, as the Web UI shows its result. */
+export interface ReconcileSummary {
+  claimsReleased: number;
+  powerStatesSynced: number;
+  imagesDeleted: number;
+  /** Items that failed (logged each): the next run tries them again. */
+  failures: number;
+}
+
+export async function reconcileInstances(input: ReconcileInput = {}): Promise<ReconcileSummary> {
+  const graceSeconds = checkedSeconds('reconcileInstances', 'graceSeconds', input.graceSeconds, 0);
+  const scope = { graceSeconds: graceSeconds ?? DEFAULT_GRACE_SECONDS, instanceUuids: input.instanceUuids ?? null };
+  const compute = computeHosts(HOST_TIMEOUT_SECONDS);
+  const summary: ReconcileSummary = { claimsReleased: 0, powerStatesSynced: 0, imagesDeleted: 0, failures: 0 };
+  const bestEffort = async (what: string, item: object, work: () => Promise<number>) => {
+    try {
+      return await work();
+    } catch (error) {
+      log.warn(`reconciler: ${what} failed`, { ...item, error: String(reason(error)) });
+      summary.failures += 1;
+      return 0;
+    }
+  };
+
+  step('releasing claims whose workflow is closed');
+  for (const claim of await reconciler.listClaims(scope)) {
+    summary.claimsReleased += await bestEffort('release of a claim', claim, () => settleClaim(claim, compute));
+  }
+
+  step('syncing power states from libvirt');
+  for (const host of await reconciler.listUpHosts()) {
+    summary.powerStatesSynced += await bestEffort('power state sync', { host }, async () =>
+      reconciler.syncPowerStates({
+        host,
+        powerStates: await compute(host).listInstancePowerStates(),
+        instanceUuids: scope.instanceUuids,
+      }),
+    );
+  }
+
+  step('deleting half-made snapshot images');
+  for (const image of await reconciler.listHalfMadeImages(scope)) {
+    summary.imagesDeleted += await bestEffort('delete of a half-made image', image, async () => {
+      await images.deleteSnapshotImage({ imageId: image.imageId });
+      return 1;
+    });
+  }
+
+  log.info('reconciler: done', { ...summary });
+  return summary;
+}
+
+/**
+ * Releases a claim whose workflow is closed or gone, leaving the instance as that action's
+ * rollback would: a build ERROR and off its host, an unshelve caught spawning back to offloaded
+ * with no domain left, a shelve or a delete free with the power state its domain shows. Its
+ * action ends as Error, saying why. Returns 1 when it released the claim, 0 when it left it.
+ */
+async function settleClaim(claim: StrandedClaim, compute: ComputeHosts): Promise<number> {
+  const status = await temporal.closedWorkflowStatus({ workflowId: claim.workflowId });
+  if (!status) return 0;
+  const { instanceUuid, host, vmState, taskState } = claim;
+  const built = vmState === VmState.BUILDING;
+  const spawnedFromSnapshot = vmState === VmState.SHELVED_OFFLOADED && host !== null;
+  let released: boolean;
+  if (built || spawnedFromSnapshot) {
+    // No half-built domain stays behind, and the host's capacity is not counted for it.
+    if (host) await compute(host).destroyInstance({ instanceUuid });
+    released = await reconciler.releaseClaim({
+      claim,
+      offHost: true,
+      ...(built ? { vmState: VmState.ERROR } : { powerState: PowerState.SHUTDOWN }),
+    });
+  } else {
+    const powerState = host ? ((await compute(host).listInstancePowerStates())[instanceUuid] ?? null) : null;
+    const offloaded = vmState === VmState.SHELVED && taskState === TaskState.SHELVING_OFFLOADING && !powerState;
+    // A shelve may have powered a running guest off: the instance is ACTIVE, its guest as libvirt shows.
+    const shelving = SHELVE_TASK_STATES.includes(taskState) && vmState !== VmState.STOPPED;
+    released = await reconciler.releaseClaim({
+      claim,
+      // An offload that got as far as removing the domain had verified the snapshot first.
+      ...(offloaded ? { vmState: VmState.SHELVED_OFFLOADED, offHost: true, powerState: PowerState.SHUTDOWN } : {}),
+      ...(shelving ? { vmState: VmState.ACTIVE } : {}),
+      ...(powerState !== null && !offloaded ? { powerState } : {}),
+    });
+  }
+  if (!released) return 0;
+  await actionLog.finishAction({
+    requestId: claim.requestId,
+    result: 'Error',
+    reason: `released by the reconciler: workflow ${claim.workflowId} was ${status}`,
+  });
+  return 1;
+}
