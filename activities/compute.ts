@@ -7,8 +7,9 @@ import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Context, log } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
-import { DomainState } from '@unraid/libvirt';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { type Domain, DomainState } from '@unraid/libvirt';
+import { classifyHostError, isDiskFull } from '../lib/compute-errors.js';
 import type { Config } from '../lib/config.js';
 import {
   checkImage,
@@ -20,6 +21,7 @@ import {
 import { expectedHash, type GlanceClient, type GlanceImage, ImageDigest, type RequestContext } from '../lib/glance.js';
 import {
   type DomainDisk,
+  domainRequestId,
   domainXml,
   type LibvirtConnection,
   powerStateOf,
@@ -65,27 +67,88 @@ export interface UploadedSnapshot {
 const FILE_MODE = 0o600;
 const FOLDER_MODE = 0o711;
 
-/** Heartbeats with progress, at most twice a second. */
-function progressReporter(step: string, bytesTotal?: number): (bytesDone: number) => void {
+/**
+ * How often every compute activity heartbeats, whatever it is doing: well within the workflows'
+ * heartbeat timeout, so that a step that moves no bytes (a define, a destroy, a stalled transfer)
+ * is not taken for a dead worker, and a cancellation reaches the activity within seconds.
+ */
+const HEARTBEAT_INTERVAL_MS = 5000;
+
+/** How often a clean shutdown request is sent again (Nova's [compute] shutdown_retry_interval). */
+const SHUTDOWN_RETRY_INTERVAL_MS = 10_000;
+
+/** The details each running activity reported last: its heartbeat timer sends them again. */
+const reported = new WeakMap<Context, Progress>();
+
+/** Replaces the running activity's heartbeat details, and sends them now. */
+function reportProgress(progress: Progress): void {
+  const context = Context.current();
+  reported.set(context, progress);
+  context.heartbeat(progress);
+}
+
+/** Reports the bytes a transfer moved, at most twice a second (a digest calls it for every chunk). */
+function byteProgress(step: string, bytesTotal?: number): (bytesDone: number) => void {
   let last = 0;
   return (bytesDone) => {
     const now = Date.now();
     if (now - last < 500 && bytesDone !== bytesTotal) return;
     last = now;
-    Context.current().heartbeat({ step, bytesDone, bytesTotal } satisfies Progress);
+    reportProgress({ step, bytesDone, bytesTotal });
   };
 }
 
-/** Heartbeats every few seconds while a step with no progress of its own (a qemu-img run) goes on. */
-async function heartbeating<T>(step: string, work: Promise<T>): Promise<T> {
-  const context = Context.current();
-  context.heartbeat({ step } satisfies Progress);
-  const timer = setInterval(() => context.heartbeat({ step } satisfies Progress), 5000);
-  try {
-    return await work;
-  } finally {
-    clearInterval(timer);
-  }
+/** The instance an activity's argument names ({ instanceUuid } or { instance }). */
+function instanceOf(argument: unknown): string {
+  const { instanceUuid, instance } = (argument ?? {}) as { instanceUuid?: string; instance?: { uuid?: string } };
+  return instanceUuid ?? instance?.uuid ?? 'unknown';
+}
+
+/**
+ * A failure of libvirt, qemu-img or the host's disk as an ApplicationFailure of its class (lib/
+ * compute-errors.ts): non-retryable where the same attempt would fail the same way, with the
+ * tool's own reason. Failures already typed, and cancellations, pass as they are.
+ */
+function hostFailure(error: unknown, host: string, step: string, instanceUuid: string): unknown {
+  if (error instanceof ApplicationFailure || error instanceof CancelledFailure) return error;
+  const known = classifyHostError(error);
+  if (!known) return error;
+  return ApplicationFailure.create({
+    type: known.type,
+    message: `${step} of instance ${instanceUuid} on host ${host} failed: ${known.reason}`,
+    nonRetryable: !known.retryable,
+    cause: error as Error,
+  });
+}
+
+type Activity = (...args: never[]) => Promise<unknown>;
+
+/**
+ * Every activity of a compute host as it runs on the worker: heartbeating on a timer from start to
+ * end with the details it reported last, and failing with its host's errors classified. A retry
+ * starts from the `uploaded` of the attempt before it, so that this survives the retry's own
+ * heartbeats until the retry reports progress of its own.
+ */
+function computeActivities<T extends Record<string, Activity>>(host: string, activities: T): T {
+  const wrapped = Object.entries(activities).map(([name, activity]) => [
+    name,
+    async (...args: Parameters<typeof activity>) => {
+      const context = Context.current();
+      const { uploaded } = (context.info.heartbeatDetails ?? {}) as Progress;
+      reported.set(context, { step: name, ...(uploaded && { uploaded }) });
+      const beat = () => context.heartbeat(reported.get(context));
+      beat();
+      const timer = setInterval(beat, HEARTBEAT_INTERVAL_MS);
+      try {
+        return await activity(...args);
+      } catch (error) {
+        throw hostFailure(error, host, name, instanceOf(args[0]));
+      } finally {
+        clearInterval(timer);
+      }
+    },
+  ]);
+  return Object.fromEntries(wrapped) as T;
 }
 
 /**
@@ -120,6 +183,8 @@ export type RootDiskSource =
 export interface SpawnRequest {
   instance: Instance;
   root: RootDiskSource;
+  /** The action's request: written into the domain, which later requests then never reuse. */
+  requestId: string;
 }
 
 /** The folder holding an instance's files on its host. */
@@ -153,7 +218,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
   const failWhenDiskFull =
     (what: string) =>
     (error: unknown): never => {
-      if (error instanceof Error && /No space left on device|ENOSPC/.test(`${error.message} ${String(error.cause)}`)) {
+      if (error instanceof Error && isDiskFull(error)) {
         throw ApplicationFailure.create({
           type: 'HostDiskFull',
           message: `Host ${config.host} has no space left in ${config.instancesPath} for ${what}.`,
@@ -218,10 +283,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
   ): Promise<InspectedImage> {
     const imageId = image.id;
     const expected = stored ? { algorithm: stored.osHashAlgo, value: stored.osHashValue } : expectedHash(image);
-    const digest = new ImageDigest(
-      expected?.algorithm ?? 'sha512',
-      progressReporter('download', image.size ?? undefined),
-    );
+    const digest = new ImageDigest(expected?.algorithm ?? 'sha512', byteProgress('download', image.size ?? undefined));
     const { cancellationSignal } = Context.current();
     await pipeline(
       await glance.downloadImageData(context, imageId, cancellationSignal),
@@ -310,10 +372,8 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
       const volumeSize = root.sizeGb * 1024 ** 3;
       const base = await cachedImage(instance, root.imageId, sizeLimit(volumeSize));
       const part = `${file}.part`;
-      await heartbeating(
-        'creating volume',
-        qemuImg.convert(base.path, base.format, part, 'qcow2', { signal: Context.current().cancellationSignal }),
-      );
+      reportProgress({ step: 'creating volume' });
+      await qemuImg.convert(base.path, base.format, part, 'qcow2', { signal: Context.current().cancellationSignal });
       await qemuImg.resize(await privateFile(part), 'qcow2', Math.max(volumeSize, base.virtualSize));
       await rename(part, file);
       await refreshStoragePool(config.libvirtUri, config.volumePool.name);
@@ -387,30 +447,63 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
     return powerStateOf((await domain.getInfo()).state);
   }
 
-  return {
+  /** True while the domain's guest runs (or is paused, or shutting down). */
+  async function running(domain: Domain): Promise<boolean> {
+    const { state } = await domain.getInfo();
+    return state !== DomainState.SHUTOFF && state !== DomainState.CRASHED;
+  }
+
+  /**
+   * Asks the guest to shut down, again every shutdown_retry_interval (a guest may miss the first
+   * ACPI event while it boots), for up to `timeout` seconds: Nova's _clean_shutdown. True when the
+   * guest stopped in time.
+   */
+  async function cleanShutdown(instanceUuid: string, domain: Domain, timeout: number): Promise<boolean> {
+    const context = Context.current();
+    const deadline = Date.now() + timeout * 1000;
+    reportProgress({ step: 'waiting for guest shutdown' });
+    for (let nextRequest = Date.now(); Date.now() < deadline;) {
+      if (Date.now() >= nextRequest) {
+        log.info('requesting a clean shutdown', { instanceUuid, timeout });
+        // A guest that stopped since the last look refuses the request: that is the outcome sought.
+        const refusal = await domain.shutdown().then(
+          () => null,
+          (error: unknown) => error,
+        );
+        if (!(await running(domain))) return true;
+        if (refusal) throw refusal;
+        nextRequest = Date.now() + SHUTDOWN_RETRY_INTERVAL_MS;
+      }
+      // Rejects when the action is cancelled: a cancelled power-off does not go on to destroy.
+      await context.sleep(Math.max(0, Math.min(1000, deadline - Date.now())));
+      if (!(await running(domain))) return true;
+    }
+    return false;
+  }
+
+  /** Stops the instance's domain, undefines it and removes the instance's files from this host. */
+  async function removeFromHost(instanceUuid: string, domain: Domain | null): Promise<void> {
+    if (domain) {
+      reportProgress({ step: 'destroying the domain' });
+      if ((await domain.getInfo()).state !== DomainState.SHUTOFF) await domain.destroy();
+      await domain.undefine();
+    }
+    reportProgress({ step: 'removing instance files' });
+    await rm(instanceDir(instanceUuid), { recursive: true, force: true });
+  }
+
+  return computeActivities(config.host, {
     /**
-     * Powers the instance off: a clean shutdown request, up to `timeout` seconds for the guest to
-     * stop, then destroy (spec §5.6). Returns the power_state after.
+     * Powers the instance off: a clean shutdown request, sent again every 10 s, up to `timeout`
+     * seconds for the guest to stop, then destroy (spec §5.6). Returns the power_state after.
      */
     async powerOffInstance({ instanceUuid, timeout }: { instanceUuid: string; timeout: number }): Promise<PowerState> {
       const domain = await libvirt.lookupInstance(instanceUuid);
       if (!domain) return PowerState.NOSTATE;
-      const running = async () => {
-        const { state } = await domain.getInfo();
-        return state !== DomainState.SHUTOFF && state !== DomainState.CRASHED;
-      };
-      if (await running()) {
-        if (timeout > 0) {
-          log.info('requesting a clean shutdown', { instanceUuid, timeout });
-          await domain.shutdown();
-          const deadline = Date.now() + timeout * 1000;
-          while (Date.now() < deadline && (await running())) {
-            Context.current().heartbeat({ step: 'waiting for guest shutdown' } satisfies Progress);
-            // Rejects when the action is cancelled: a cancelled shelve does not go on to destroy.
-            await Context.current().sleep(1000);
-          }
-        }
-        if (await running()) {
+      if (await running(domain)) {
+        const stopped = timeout > 0 && (await cleanShutdown(instanceUuid, domain, timeout));
+        Context.current().cancellationSignal.throwIfAborted();
+        if (!stopped && (await running(domain))) {
           log.info('destroying the domain', { instanceUuid });
           await domain.destroy();
         }
@@ -466,19 +559,18 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
       try {
         if (plan.method !== 'as-is') {
           const zstd = plan.method === 'flatten-zstd';
-          const step = zstd ? 'compressing disk' : 'extracting disk';
-          await heartbeating(
-            step,
-            qemuImg.convert(disk, 'qcow2', snapshot, 'qcow2', { zstd, signal: cancellationSignal }),
-          ).catch(failWhenDiskFull(`the snapshot of instance ${instance.uuid}`));
+          reportProgress({ step: zstd ? 'compressing disk' : 'extracting disk' });
+          await qemuImg
+            .convert(disk, 'qcow2', snapshot, 'qcow2', { zstd, signal: cancellationSignal })
+            .catch(failWhenDiskFull(`the snapshot of instance ${instance.uuid}`));
         }
         const source = plan.method === 'as-is' ? disk : snapshot;
         const { size } = await stat(source);
-        const digest = new ImageDigest(glance.hashingAlgorithm, progressReporter('upload', size));
+        const digest = new ImageDigest(glance.hashingAlgorithm, byteProgress('upload', size));
         const data = createReadStream(source, { highWaterMark: UPLOAD_READ_SIZE }).pipe(digest);
         await glance.uploadImageData(context, imageId, data, size, cancellationSignal);
         const uploaded = { size, osHashAlgo: glance.hashingAlgorithm, osHashValue: digest.result().osHashValue };
-        Context.current().heartbeat({ step: 'upload', bytesDone: size, bytesTotal: size, uploaded } satisfies Progress);
+        reportProgress({ step: 'upload', bytesDone: size, bytesTotal: size, uploaded });
         const stored = await glance.getImage(context, imageId);
         if (stored?.status === 'active' && stored.os_hash_algo !== uploaded.osHashAlgo) {
           throw ApplicationFailure.create({
@@ -504,23 +596,36 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
 
     /** Undefines the domain and removes the instance's files from this host. */
     async destroyInstance({ instanceUuid }: { instanceUuid: string }): Promise<void> {
-      const domain = await libvirt.lookupInstance(instanceUuid);
-      if (domain) {
-        if ((await domain.getInfo()).state !== DomainState.SHUTOFF) await domain.destroy();
-        await domain.undefine();
-      }
-      await rm(instanceDir(instanceUuid), { recursive: true, force: true });
+      await removeFromHost(instanceUuid, await libvirt.lookupInstance(instanceUuid));
       log.info('instance destroyed on host', { instanceUuid, host: config.host });
     },
 
-    /** Prepares the instance's root disk, defines its domain and starts it. */
-    async spawnInstance({ instance, root }: SpawnRequest): Promise<PowerState> {
-      if (!(await libvirt.lookupInstance(instance.uuid))) {
+    /**
+     * Prepares the instance's root disk, defines its domain and starts it. A domain an earlier
+     * attempt of this request defined is started as it is; one any other request left (a given-up
+     * spawn, a rollback that never reached this host) is removed with its files first, so that a
+     * stale guest never runs in the instance's place.
+     */
+    async spawnInstance({ instance, root, requestId }: SpawnRequest): Promise<PowerState> {
+      const { cancellationSignal } = Context.current();
+      const existing = await libvirt.lookupInstance(instance.uuid);
+      const ours = existing !== null && domainRequestId(await existing.getXMLDesc()) === requestId;
+      if (!ours) {
+        if (existing) {
+          log.warn('removing a domain another request defined', { instanceUuid: instance.uuid, requestId });
+          await removeFromHost(instance.uuid, existing);
+        }
         await mkdir(instanceDir(instance.uuid), { recursive: true, mode: FOLDER_MODE });
+        reportProgress({ step: 'preparing the root disk' });
         const disk = await prepareRootDisk(instance, root);
+        const localDisks = await blankLocalDisks(instance);
+        cancellationSignal.throwIfAborted();
+        reportProgress({ step: 'defining the domain' });
         const hypervisor = await libvirt.open();
-        await hypervisor.domainDefineXML(domainXml(instance, disk, config.virtType, await blankLocalDisks(instance)));
+        await hypervisor.domainDefineXML(domainXml(instance, disk, config.virtType, localDisks, requestId));
       }
+      cancellationSignal.throwIfAborted();
+      reportProgress({ step: 'starting the domain' });
       return powerOnInstance({ instanceUuid: instance.uuid });
     },
 
@@ -539,7 +644,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
       }
       return states;
     },
-  };
+  });
 }
 
 export type ComputeActivities = ReturnType<typeof createComputeActivities>;

@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { type Domain, DomainState, Hypervisor, LibvirtError } from '@unraid/libvirt';
+import { LibvirtErrorCode, libvirtErrorCode } from './compute-errors.js';
 import { type Instance, PowerState } from './nova.js';
 
 /** The libvirt domain of an instance is named after it and carries its uuid, as in Nova. */
@@ -38,6 +39,17 @@ function escapeXml(text: string): string {
   );
 }
 
+const ENTITIES: Record<string, string> = { lt: '<', gt: '>', amp: '&', apos: "'", quot: '"' };
+
+/** The text of an attribute value as libvirt writes it back (named and numeric entities). */
+function unescapeXml(text: string): string {
+  return text.replace(/&(#x[0-9a-f]+|#[0-9]+|\w+);/gi, (entity, name: string) => {
+    if (name.startsWith('#x') || name.startsWith('#X')) return String.fromCodePoint(parseInt(name.slice(2), 16));
+    if (name.startsWith('#')) return String.fromCodePoint(parseInt(name.slice(1), 10));
+    return ENTITIES[name] ?? entity;
+  });
+}
+
 /**
  * Where a domain's disk lives: a file on the host (a qcow2 overlay names its one backing file), or
  * a volume in a storage pool.
@@ -70,15 +82,35 @@ function diskXml(disk: DomainDisk, target: string): string {
     </disk>`;
 }
 
+/** The XML namespace of the project's own element in a domain's <metadata>. */
+export const METADATA_NAMESPACE = 'https://github.com/vm-shelve/instance/1';
+
+/**
+ * The request whose spawn defined a domain, from the domain's XML; null for a domain this project
+ * did not mark (defined by hand, or before domains carried it).
+ */
+export function domainRequestId(xml: string): string | null {
+  // libvirt keeps the element as it was defined, but may write it back with either quote style.
+  for (const [element, prefix] of xml.matchAll(/<([\w.-]+):instance\b[^>]*>/g)) {
+    const namespace = new RegExp(`\\sxmlns:${prefix}=(["'])([^"']*)\\1`).exec(element)?.[2];
+    if (namespace !== METADATA_NAMESPACE) continue;
+    const requestId = /\srequest-id=(["'])([^"']*)\1/.exec(element)?.[2];
+    if (requestId !== undefined) return unescapeXml(requestId);
+  }
+  return null;
+}
+
 /**
  * The domain definition of an instance: its flavor's CPUs and memory, a console, and its disks:
- * the root disk as vda, then the local ones (ephemeral, swap) as vdb, vdc, ….
+ * the root disk as vda, then the local ones (ephemeral, swap) as vdb, vdc, …. `requestId` names the
+ * spawn that defines it, so that a later request never mistakes the domain for its own.
  */
 export function domainXml(
   instance: Pick<Instance, 'uuid' | 'displayName' | 'flavor' | 'ports'>,
   rootDisk: DomainDisk,
   virtType: 'kvm' | 'qemu',
   localDisks: DomainDisk[] = [],
+  requestId: string | null = null,
 ): string {
   const disks = [rootDisk, ...localDisks].map((disk, i) => diskXml(disk, `vd${String.fromCharCode(97 + i)}`));
   // User-mode networking needs no bridge on the host; the guest keeps its port's MAC address.
@@ -89,7 +121,7 @@ export function domainXml(
   <name>${domainName(instance.uuid)}</name>
   <uuid>${instance.uuid}</uuid>
   <title>${escapeXml(instance.displayName)}</title>
-  <memory unit='MiB'>${instance.flavor.memoryMb}</memory>
+${requestId === null ? '' : `  <metadata><vmshelve:instance xmlns:vmshelve='${METADATA_NAMESPACE}' request-id='${escapeXml(requestId)}'/></metadata>\n`}  <memory unit='MiB'>${instance.flavor.memoryMb}</memory>
   <vcpu>${instance.flavor.vcpus}</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
   <features><acpi/><apic/></features>
@@ -148,7 +180,7 @@ export async function refreshStoragePool(uri: string, name: string): Promise<voi
 }
 
 export function isDomainNotFound(error: unknown): boolean {
-  return error instanceof LibvirtError && /domain not found/i.test(error.message);
+  return error instanceof LibvirtError && libvirtErrorCode(error) === LibvirtErrorCode.NO_DOMAIN;
 }
 
 /** One connection to a hypervisor, opened lazily and reopened after a failure or a libvirtd restart. */

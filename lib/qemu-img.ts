@@ -33,13 +33,35 @@ interface QemuImgInfo {
   'format-specific'?: { data?: { 'data-file'?: string } };
 }
 
+/** A qemu-img run that failed: what lib/compute-errors.ts sorts into retryable and not. */
+export class QemuImgError extends Error {
+  constructor(
+    readonly subcommand: string,
+    /** Its exit status; null when it was killed, or never ran. */
+    readonly exitCode: number | null,
+    /** Node's code when it could not run or was aborted (ENOENT, ABORT_ERR). */
+    readonly systemError: string | null,
+    readonly stderr: string,
+    options: ErrorOptions,
+  ) {
+    super(`qemu-img ${subcommand} failed: ${stderr || (options.cause as Error).message}`, options);
+    this.name = 'QemuImgError';
+  }
+}
+
 async function qemuImg(args: string[], signal?: AbortSignal): Promise<string> {
   try {
     const { stdout } = await run('qemu-img', args, { maxBuffer: 16 * 1024 * 1024, signal });
     return stdout;
   } catch (error) {
-    const stderr = (error as { stderr?: string }).stderr?.trim();
-    throw new Error(`qemu-img ${args[0]} failed: ${stderr || (error as Error).message}`, { cause: error });
+    const { code, stderr } = error as { code?: number | string; stderr?: string };
+    throw new QemuImgError(
+      args[0]!,
+      typeof code === 'number' ? code : null,
+      typeof code === 'string' ? code : null,
+      stderr?.trim() ?? '',
+      { cause: error },
+    );
   }
 }
 

@@ -25,10 +25,25 @@ import { shelvedOffloadTimer } from './offload-timer.js';
 const MAX_IMAGE_REPLACEMENTS = 3;
 
 export interface ShelveInput extends ActionInput {
-  /** Seconds to wait for a clean shutdown; the conductor's SHUTDOWN_TIMEOUT when absent. */
+  /**
+   * Seconds to wait for a clean shutdown; when absent, the image's os_shutdown_timeout, else the
+   * conductor's SHUTDOWN_TIMEOUT.
+   */
   shutdownTimeout?: number;
   /** -1 never offload, 0 offload now, N > 0 after N seconds; the conductor's SHELVED_OFFLOAD_TIME when absent. */
   shelvedOffloadTime?: number;
+}
+
+/**
+ * The image's own clean-shutdown timeout, which overrides the configured one (Nova reads
+ * image_os_shutdown_timeout from system_metadata); undefined when unset or not a whole number >= 0,
+ * as Nova falls back to shutdown_timeout for a value it cannot read.
+ */
+export function imageShutdownTimeout(instance: Pick<Instance, 'systemMetadata'>): number | undefined {
+  const value = instance.systemMetadata['image_os_shutdown_timeout']?.trim();
+  if (value === undefined || !/^\d+$/.test(value)) return undefined;
+  const seconds = Number(value);
+  return Number.isSafeInteger(seconds) ? seconds : undefined;
 }
 
 export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
@@ -57,7 +72,9 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
       const compute = computeHosts(defaults.computeHostTimeout);
       // A paused guest cannot answer a shutdown request: always a hard power-off (spec §8.5).
       const shutdownTimeout =
-        claimed.powerState === PowerState.PAUSED ? 0 : (input.shutdownTimeout ?? defaults.shutdownTimeout);
+        claimed.powerState === PowerState.PAUSED
+          ? 0
+          : (input.shutdownTimeout ?? imageShutdownTimeout(claimed) ?? defaults.shutdownTimeout);
       const shelvedOffloadTime = input.shelvedOffloadTime ?? defaults.shelvedOffloadTime;
       if (rootVolume(claimed)) return shelveVolumeBacked(claimed, requestId, shutdownTimeout, compute);
       // Chosen here, so that every retry of the steps below works on this one image.

@@ -1,6 +1,6 @@
 import { DomainState } from '@unraid/libvirt';
 import { describe, expect, it } from 'vitest';
-import { domainName, domainXml, powerStateOf } from '../../lib/libvirt.js';
+import { domainName, domainRequestId, domainXml, METADATA_NAMESPACE, powerStateOf } from '../../lib/libvirt.js';
 
 const instance = {
   uuid: '6f1c2b8e-3d4a-4e5f-8a9b-0c1d2e3f4a5b',
@@ -54,6 +54,42 @@ describe('domainXml', () => {
     const xml = domainXml(instance, { type: 'file', path: '/d', format: 'raw' }, 'kvm');
     expect(xml).toContain('<title>&lt;evil&gt; &amp; &apos;quoted&apos; &quot;name&quot;</title>');
     expect(xml).not.toContain('<evil>');
+  });
+});
+
+describe('the request id in the domain metadata', () => {
+  const disk = { type: 'file', path: '/d/disk', format: 'qcow2' } as const;
+
+  it("marks the domain with the spawn's request id, in the project's own namespace", () => {
+    const xml = domainXml(instance, disk, 'kvm', [], 'req-1');
+    expect(xml).toContain(
+      `<metadata><vmshelve:instance xmlns:vmshelve='${METADATA_NAMESPACE}' request-id='req-1'/></metadata>`,
+    );
+    expect(domainRequestId(xml)).toBe('req-1');
+  });
+
+  it('escapes the request id, and reads it back', () => {
+    const xml = domainXml(instance, disk, 'kvm', [], `req-<a>&'b"`);
+    expect(xml).not.toContain('<a>');
+    expect(domainRequestId(xml)).toBe(`req-<a>&'b"`);
+  });
+
+  it('reads the id back as libvirt writes the domain out', () => {
+    // `virsh dumpxml` of a domain defined with domainXml's metadata (libvirt 9.0).
+    const dumped = `<domain type='qemu'>
+  <name>instance-x</name>
+  <metadata>
+    <vmshelve:instance xmlns:vmshelve="${METADATA_NAMESPACE}" request-id="req-a&amp;b"/>
+  </metadata>
+</domain>`;
+    expect(domainRequestId(dumped)).toBe('req-a&b');
+  });
+
+  it('finds none in a domain without the mark, or with an element of another namespace', () => {
+    expect(domainRequestId(domainXml(instance, disk, 'kvm'))).toBeNull();
+    expect(
+      domainRequestId(`<metadata><other:instance xmlns:other='https://example.com/x' request-id='req-1'/></metadata>`),
+    ).toBeNull();
   });
 });
 
