@@ -1,6 +1,7 @@
 // Activities on PostgreSQL, the record users and the API read. Every write to an instance that
 // an action makes is a compare-and-swap on task_state (Nova's expected_task_state), so two
 // actions on one instance can never interleave.
+import { randomBytes } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
@@ -8,6 +9,7 @@ import {
   ALLOWED_VM_STATES,
   CLAIM_TASK_STATE,
   isUuid,
+  macAddress,
   type BlockDeviceMapping,
   type Flavor,
   type Instance,
@@ -80,6 +82,13 @@ export interface CreateInstanceRequest {
 export interface DestinationRequest extends RequestSpec {
   /** The instance being placed: its own usage does not count against the hosts. */
   instanceUuid: string;
+}
+
+/** A placement, recorded on the instance with `changes` while `requestId` holds it. */
+export interface PlacementRequest extends DestinationRequest {
+  requestId: string;
+  expectedTaskStates: (TaskState | null)[];
+  changes: Omit<InstanceChanges, 'host' | 'node' | 'availabilityZone'>;
 }
 
 export interface Destination {
@@ -309,6 +318,37 @@ async function recordAction(
   );
 }
 
+/** How many MAC addresses a port tries before the build gives up: a collision is rare (24 bits). */
+const MAC_DRAWS = 8;
+
+/**
+ * Records a port with its MAC address, or another one drawn at random when a live port holds it
+ * already: retrying the same address would fail the same way for ever. A retry finds its port.
+ */
+async function insertPort(client: PoolClient, instanceUuid: string, port: Omit<Port, 'bindingHost'>): Promise<void> {
+  let mac = port.macAddress;
+  for (let draw = 1; ; draw++) {
+    // No conflict target: a port already recorded (its id) and a MAC a live port holds both do nothing.
+    await client.query(
+      `INSERT INTO ports (id, instance_uuid, network, mac_address) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+      [port.id, instanceUuid, port.network, mac],
+    );
+    const { rowCount } = await client.query('SELECT 1 FROM ports WHERE id = $1 AND instance_uuid = $2', [
+      port.id,
+      instanceUuid,
+    ]);
+    if (rowCount === 1) return;
+    if (draw === MAC_DRAWS) {
+      throw ApplicationFailure.create({
+        type: 'MacAddressGenerationFailure',
+        message: `No free MAC address found for port ${port.id} after ${MAC_DRAWS} draws.`,
+        nonRetryable: true,
+      });
+    }
+    mac = macAddress(randomBytes(3).toString('hex'));
+  }
+}
+
 const COLUMN_OF: Record<Exclude<keyof InstanceChanges, 'launched'>, string> = {
   vmState: 'vm_state',
   taskState: 'task_state',
@@ -319,8 +359,98 @@ const COLUMN_OF: Record<Exclude<keyof InstanceChanges, 'launched'>, string> = {
   requestedAvailabilityZone: 'requested_availability_zone',
 };
 
+/**
+ * Writes `changes` if the instance is still held by `requestId` in one of the expected
+ * task_states, or already shows the new task_state (a retry of a save that committed).
+ */
+async function saveChanges(client: PoolClient, request: SaveRequest): Promise<Instance> {
+  const { instanceUuid, requestId, expectedTaskStates, changes } = request;
+  const assignments = ['updated_at = now()'];
+  const values: unknown[] = [instanceUuid, requestId];
+  for (const [field, column] of Object.entries(COLUMN_OF) as [keyof typeof COLUMN_OF, string][]) {
+    if (changes[field] === undefined) continue;
+    values.push(changes[field]);
+    assignments.push(`${column} = $${values.length}`);
+  }
+  if (changes.launched) assignments.push('launched_at = now()');
+  const accepted = [...expectedTaskStates];
+  if (changes.taskState !== undefined) accepted.push(changes.taskState);
+  values.push(accepted.filter((state) => state !== null));
+  const acceptsNull = accepted.includes(null);
+  const { rowCount } = await client.query(
+    // eslint-disable-next-line no-restricted-syntax -- column names from COLUMN_OF, values as parameters
+    `UPDATE instances SET ${assignments.join(', ')}
+       WHERE uuid = $1 AND task_request_id = $2
+         AND (task_state = ANY($${values.length})${acceptsNull ? ' OR task_state IS NULL' : ''})`,
+    values,
+  );
+  if (rowCount === 0) {
+    const current = await getInstance(client, instanceUuid);
+    throw ApplicationFailure.create({
+      type: 'UnexpectedTaskState',
+      message:
+        `Instance ${instanceUuid} is in task_state ${current.taskState ?? 'None'}, ` +
+        `expected ${expectedTaskStates.map((state) => state ?? 'None').join(' or ')} for this request`,
+      nonRetryable: true,
+    });
+  }
+  await writeSystemMetadata(client, instanceUuid, request.setSystemMetadata, request.removeSystemMetadata);
+  if (changes.host) {
+    // The ports follow the instance to its new host; an offload (host null) keeps them bound.
+    await client.query('UPDATE ports SET binding_host = $2 WHERE instance_uuid = $1', [instanceUuid, changes.host]);
+  }
+  return getInstance(client, instanceUuid);
+}
+
+/** The advisory lock key that serializes placements (any constant no other code uses). */
+const PLACEMENT_LOCK = 0x766d7368;
+
+function destinationOf(host: HostState): Destination {
+  return { host: host.host, node: host.host, availabilityZone: host.availabilityZone };
+}
+
+/**
+ * Every compute host with what the instances placed on it take: all but the offloaded ones, and
+ * an offloaded one too while it is spawned there (its unshelve placed it; Nova bug 2025480). The
+ * instance being placed does not count against any host.
+ */
+async function hostStates(db: Pool | PoolClient, instanceUuid: string): Promise<HostState[]> {
+  const { rows } = await db.query(
+    `SELECT c.*, NOT c.forced_down AND c.updated_at > now() - make_interval(secs => $1) AS up,
+       coalesce(sum(i.vcpus), 0)::int AS vcpus_used,
+       coalesce(sum(i.memory_mb), 0)::int AS memory_mb_used,
+       coalesce(sum(i.root_gb + i.ephemeral_gb + i.swap / 1024.0), 0)::float AS local_gb_used
+     FROM compute_nodes c
+     LEFT JOIN instances i ON i.host = c.host AND i.deleted_at IS NULL AND i.uuid <> $2
+       AND (i.vm_state <> 'shelved_offloaded' OR i.task_state IS NOT NULL)
+     GROUP BY c.host`,
+    [SERVICE_DOWN_SECONDS, instanceUuid],
+  );
+  return rows.map((row) => ({
+    host: row.host,
+    availabilityZone: row.availability_zone,
+    up: row.up,
+    disabled: row.disabled,
+    disabledReason: row.disabled_reason,
+    vcpus: row.vcpus,
+    memoryMb: row.memory_mb,
+    localGb: row.local_gb,
+    cpuAllocationRatio: row.cpu_allocation_ratio,
+    ramAllocationRatio: row.ram_allocation_ratio,
+    diskAllocationRatio: row.disk_allocation_ratio,
+    vcpusUsed: row.vcpus_used,
+    memoryMbUsed: row.memory_mb_used,
+    localGbUsed: row.local_gb_used,
+  }));
+}
+
 export function createDatabaseActivities(pool: Pool) {
   return {
+    /** Why the host counts as down at this moment, or null while it is up (computeHostDownReason). */
+    async computeHostDown({ host }: { host: string }): Promise<string | null> {
+      return computeHostDownReason(pool, host);
+    },
+
     /**
      * Claims the instance for an action: task_state := the action's task, only if the vm_state
      * allows the action and no other task runs. The claim records the request and the workflow it
@@ -379,52 +509,9 @@ export function createDatabaseActivities(pool: Pool) {
       });
     },
 
-    /**
-     * Writes `changes` if the instance is still held by `requestId` in one of the expected
-     * task_states, or already shows the new task_state (a retry of a save that committed).
-     */
+    /** saveChanges, in a transaction of its own. */
     async saveInstance(request: SaveRequest): Promise<Instance> {
-      const { instanceUuid, requestId, expectedTaskStates, changes } = request;
-      return inTransaction(pool, async (client) => {
-        const assignments = ['updated_at = now()'];
-        const values: unknown[] = [instanceUuid, requestId];
-        for (const [field, column] of Object.entries(COLUMN_OF) as [keyof typeof COLUMN_OF, string][]) {
-          if (changes[field] === undefined) continue;
-          values.push(changes[field]);
-          assignments.push(`${column} = $${values.length}`);
-        }
-        if (changes.launched) assignments.push('launched_at = now()');
-        const accepted = [...expectedTaskStates];
-        if (changes.taskState !== undefined) accepted.push(changes.taskState);
-        values.push(accepted.filter((state) => state !== null));
-        const acceptsNull = accepted.includes(null);
-        const { rowCount } = await client.query(
-          // eslint-disable-next-line no-restricted-syntax -- column names from COLUMN_OF, values as parameters
-          `UPDATE instances SET ${assignments.join(', ')}
-           WHERE uuid = $1 AND task_request_id = $2
-             AND (task_state = ANY($${values.length})${acceptsNull ? ' OR task_state IS NULL' : ''})`,
-          values,
-        );
-        if (rowCount === 0) {
-          const current = await getInstance(client, instanceUuid);
-          throw ApplicationFailure.create({
-            type: 'UnexpectedTaskState',
-            message:
-              `Instance ${instanceUuid} is in task_state ${current.taskState ?? 'None'}, ` +
-              `expected ${expectedTaskStates.map((state) => state ?? 'None').join(' or ')} for this request`,
-            nonRetryable: true,
-          });
-        }
-        await writeSystemMetadata(client, instanceUuid, request.setSystemMetadata, request.removeSystemMetadata);
-        if (changes.host) {
-          // The ports follow the instance to its new host; an offload (host null) keeps them bound.
-          await client.query('UPDATE ports SET binding_host = $2 WHERE instance_uuid = $1', [
-            instanceUuid,
-            changes.host,
-          ]);
-        }
-        return getInstance(client, instanceUuid);
-      });
+      return inTransaction(pool, (client) => saveChanges(client, request));
     },
 
     /** After a failed action: task_state := null, if this request still holds the instance. */
@@ -463,6 +550,8 @@ export function createDatabaseActivities(pool: Pool) {
           nonRetryable: true,
         });
       }
+      // Its MAC addresses go back to the pool, as Neutron deletes a deleted server's ports.
+      await pool.query('UPDATE ports SET deleted = true WHERE instance_uuid = $1', [instanceUuid]);
     },
 
     /** Records a new instance, vm_state building with task spawning; a retry finds its own row. */
@@ -531,13 +620,7 @@ export function createDatabaseActivities(pool: Pool) {
             ],
           );
         }
-        for (const port of request.ports) {
-          await client.query(
-            `INSERT INTO ports (id, instance_uuid, network, mac_address) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (id) DO NOTHING`,
-            [port.id, request.uuid, port.network, port.macAddress],
-          );
-        }
+        for (const port of request.ports) await insertPort(client, request.uuid, port);
         await recordAction(client, {
           instanceUuid: request.uuid,
           action: 'create',
@@ -549,38 +632,35 @@ export function createDatabaseActivities(pool: Pool) {
     },
 
     /**
-     * Picks the host an instance is spawned on (lib/scheduler.ts), from the hosts' reported
-     * capacity and what the instances placed on them take.
+     * The host the scheduler would pick (lib/scheduler.ts), for the API's early answer to an
+     * unshelve onto a host or zone; nothing is reserved: placeInstance does that.
      */
     async selectDestination(request: DestinationRequest): Promise<Destination> {
-      const { rows } = await pool.query(
-        `SELECT c.*, c.updated_at > now() - make_interval(secs => $1) AS up,
-           coalesce(sum(i.vcpus), 0)::int AS vcpus_used,
-           coalesce(sum(i.memory_mb), 0)::int AS memory_mb_used,
-           coalesce(sum(i.root_gb + i.ephemeral_gb + i.swap / 1024.0), 0)::float AS local_gb_used
-         FROM compute_nodes c
-         LEFT JOIN instances i ON i.host = c.host AND i.vm_state <> 'shelved_offloaded' AND i.uuid <> $2
-         GROUP BY c.host`,
-        [SERVICE_DOWN_SECONDS, request.instanceUuid],
-      );
-      const chosen = selectHost(
-        rows.map((row): HostState => ({
-          host: row.host,
-          availabilityZone: row.availability_zone,
-          up: row.up,
-          vcpus: row.vcpus,
-          memoryMb: row.memory_mb,
-          localGb: row.local_gb,
-          cpuAllocationRatio: row.cpu_allocation_ratio,
-          ramAllocationRatio: row.ram_allocation_ratio,
-          diskAllocationRatio: row.disk_allocation_ratio,
-          vcpusUsed: row.vcpus_used,
-          memoryMbUsed: row.memory_mb_used,
-          localGbUsed: row.local_gb_used,
-        })),
-        request,
-      );
-      return { host: chosen.host, node: chosen.host, availabilityZone: chosen.availabilityZone };
+      return destinationOf(selectHost(await hostStates(pool, request.instanceUuid), request));
+    },
+
+    /**
+     * Picks the instance's host and records it on the instance in one transaction, under a lock
+     * that every placement takes: two requests never both count the same free capacity, and from
+     * this commit the instance counts against its host (placed, it is no longer offloaded's zero).
+     */
+    async placeInstance(request: PlacementRequest): Promise<{ destination: Destination; instance: Instance }> {
+      return inTransaction(pool, async (client) => {
+        await client.query('SELECT pg_advisory_xact_lock($1)', [PLACEMENT_LOCK]);
+        const destination = destinationOf(selectHost(await hostStates(client, request.instanceUuid), request));
+        const instance = await saveChanges(client, {
+          instanceUuid: request.instanceUuid,
+          requestId: request.requestId,
+          expectedTaskStates: request.expectedTaskStates,
+          changes: {
+            ...request.changes,
+            host: destination.host,
+            node: destination.node,
+            availabilityZone: destination.availabilityZone,
+          },
+        });
+        return { destination, instance };
+      });
     },
   };
 }
@@ -616,4 +696,96 @@ export async function reportComputeNode(pool: Pool, node: ComputeNodeReport): Pr
       node.diskAllocationRatio,
     ],
   );
+}
+
+/** A compute host as Nova's os-services shows its nova-compute service. */
+export interface ComputeService {
+  serviceId: string;
+  host: string;
+  availabilityZone: string;
+  disabled: boolean;
+  disabledReason: string | null;
+  forcedDown: boolean;
+  up: boolean;
+  updatedAt: string;
+}
+
+function serviceFromRow(row: QueryResultRow): ComputeService {
+  return {
+    serviceId: row.service_id,
+    host: row.host,
+    availabilityZone: row.availability_zone,
+    disabled: row.disabled,
+    disabledReason: row.disabled_reason,
+    forcedDown: row.forced_down,
+    up: row.up,
+    updatedAt: (row.updated_at as Date).toISOString(),
+  };
+}
+
+const SERVICE_COLUMNS = `service_id, host, availability_zone, disabled, disabled_reason, forced_down, updated_at,
+  NOT forced_down AND updated_at > now() - make_interval(secs => ${SERVICE_DOWN_SECONDS}) AS up`;
+
+/** The compute services, by host name; only `host`'s when it is given. */
+export async function listComputeServices(pool: Pool, host?: string): Promise<ComputeService[]> {
+  const { rows } = await pool.query(
+    // eslint-disable-next-line no-restricted-syntax -- a constant column list, values as parameters
+    `SELECT ${SERVICE_COLUMNS} FROM compute_nodes WHERE $1::text IS NULL OR host = $1 ORDER BY host`,
+    [host ?? null],
+  );
+  return rows.map(serviceFromRow);
+}
+
+export interface ComputeServiceChanges {
+  disabled?: boolean;
+  /** Kept only while the service is disabled. */
+  disabledReason?: string | null;
+  forcedDown?: boolean;
+}
+
+/** An admin's change to a compute service (os-services); null when there is no such service. */
+export async function updateComputeService(
+  pool: Pool,
+  serviceId: string,
+  changes: ComputeServiceChanges,
+): Promise<ComputeService | null> {
+  if (!isUuid(serviceId)) return null;
+  const { rows } = await pool.query(
+    // eslint-disable-next-line no-restricted-syntax -- a constant column list, values as parameters
+    `UPDATE compute_nodes SET disabled = coalesce($2, disabled),
+       disabled_reason = CASE WHEN coalesce($2, disabled) THEN coalesce($3, CASE WHEN $2 THEN NULL ELSE disabled_reason END) END,
+       forced_down = coalesce($4, forced_down)
+     WHERE service_id = $1 RETURNING ${SERVICE_COLUMNS}`,
+    [serviceId, changes.disabled ?? null, changes.disabledReason ?? null, changes.forcedDown ?? null],
+  );
+  return rows[0] ? serviceFromRow(rows[0]) : null;
+}
+
+/**
+ * Why a compute host counts as down, or null while it is up: forced down by an admin, silent for
+ * longer than the service-down window, or unknown (Nova's servicegroup, and its local delete when
+ * the host's service is not found).
+ */
+export async function computeHostDownReason(pool: Pool, host: string): Promise<string | null> {
+  const [service] = await listComputeServices(pool, host);
+  if (!service) return `host ${host} is not a known compute host`;
+  if (service.forcedDown) return `host ${host} is forced down`;
+  if (!service.up) return `host ${host} has not reported since ${service.updatedAt}`;
+  return null;
+}
+
+/** Where the database places an instance, as a compute host checks it against what it holds. */
+export interface InstancePlacement {
+  host: string | null;
+  taskState: TaskState | null;
+  deleted: boolean;
+}
+
+/** The placements of these instances, deleted ones included; an instance never recorded has none. */
+export async function instancePlacements(pool: Pool, instanceUuids: string[]): Promise<Map<string, InstancePlacement>> {
+  const { rows } = await pool.query(
+    'SELECT uuid, host, task_state, deleted_at IS NOT NULL AS deleted FROM instances WHERE uuid = ANY($1::uuid[])',
+    [instanceUuids],
+  );
+  return new Map(rows.map((row) => [row.uuid, { host: row.host, taskState: row.task_state, deleted: row.deleted }]));
 }

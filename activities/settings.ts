@@ -6,6 +6,7 @@ export interface ConductorSettings {
   shutdownTimeout: number;
   shelvedOffloadTime: number;
   computeHostTimeout: number;
+  spawnStartTimeout: number;
 }
 
 export function createSettingsActivities(config: Config) {
@@ -15,6 +16,7 @@ export function createSettingsActivities(config: Config) {
         shutdownTimeout: config.shutdownTimeout,
         shelvedOffloadTime: config.shelvedOffloadTime,
         computeHostTimeout: config.computeHostTimeout,
+        spawnStartTimeout: config.spawnStartTimeout,
       };
     },
   };

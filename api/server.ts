@@ -35,6 +35,7 @@ import {
   type Microversion,
   requestedMicroversion,
 } from './microversions.js';
+import { registerServiceRoutes } from './os-services.js';
 import { actionProgress } from './progress.js';
 import { actionView, serverView } from './views.js';
 
@@ -133,6 +134,7 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
     'media-types': [{ base: 'application/json', type: 'application/vnd.openstack.compute+json;version=2.1' }],
   });
   app.get('/', async (request) => ({ versions: [versionView(request)] }));
+  registerServiceRoutes(app, { begin, pool });
   app.get('/v2.1', async (request) => ({ version: versionView(request) }));
   app.get('/v2.1/', async (request) => ({ version: versionView(request) }));
 

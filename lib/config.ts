@@ -77,6 +77,11 @@ export interface Config {
    * action on a host whose worker is gone waits that long, not forever (Nova waits forever).
    */
   computeHostTimeout: number;
+  /**
+   * Seconds the host chosen for a build or an unshelve has to take the spawn before another host
+   * is tried (Nova's alternates), at most three hosts in all.
+   */
+  spawnStartTimeout: number;
   /** Seconds between two runs of the reconciler's Temporal Schedule (RECONCILE_INTERVAL). */
   reconcileInterval: number;
   logLevel: string;
@@ -226,6 +231,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownTimeout: integer(env, 'SHUTDOWN_TIMEOUT', 60, 0),
     shelvedOffloadTime: integer(env, 'SHELVED_OFFLOAD_TIME', 0, -1),
     computeHostTimeout: integer(env, 'COMPUTE_HOST_TIMEOUT', 300, 1),
+    spawnStartTimeout: integer(env, 'SPAWN_START_TIMEOUT', 30, 1),
     reconcileInterval: integer(env, 'RECONCILE_INTERVAL', 60, 1),
     logLevel: env.LOG_LEVEL ?? 'info',
     metricsPort: integer(env, 'METRICS_PORT', 0, 0),

@@ -1,6 +1,7 @@
 // Picks the host an instance is spawned on, as Nova's filter scheduler does in short: drop the
-// hosts that are down, outside the requested availability zone, or too full for the flavor; then
-// prefer the one with the most free memory. Pure: the database activity feeds it host states.
+// hosts that are down, disabled, already tried, outside the requested availability zone, or too
+// full for the flavor; then prefer the one with the most free memory. Pure: the database activity
+// feeds it host states.
 import { ApplicationFailure } from '@temporalio/common';
 import type { Flavor } from './nova.js';
 
@@ -18,8 +19,11 @@ export interface HostCapacity {
 export interface HostState extends HostCapacity {
   host: string;
   availabilityZone: string;
-  /** Reported within the service-down window. */
+  /** Reported within the service-down window, and not forced down by an admin. */
   up: boolean;
+  /** Disabled by an admin (os-services): keeps its instances, takes no new ones. */
+  disabled: boolean;
+  disabledReason: string | null;
   /** What the instances placed on the host already take (offloaded ones take nothing). */
   vcpusUsed: number;
   memoryMbUsed: number;
@@ -32,6 +36,8 @@ export interface RequestSpec {
   availabilityZone: string | null;
   /** A host the request names (Nova 2.91); it must exist, be up, fit and be in the zone. */
   requestedHost?: string | null;
+  /** Hosts an earlier try of this request could not use (Nova's alternates): never chosen again. */
+  excludedHosts?: readonly string[];
 }
 
 function failure(type: string, message: string): ApplicationFailure {
@@ -39,7 +45,7 @@ function failure(type: string, message: string): ApplicationFailure {
 }
 
 /** Why the host cannot take the flavor, or null when it can. */
-function misfit(host: HostState, flavor: Flavor): string | null {
+function misfit(host: HostState, flavor: Flavor, excludedHosts: readonly string[]): string | null {
   const free = {
     vcpus: host.vcpus * host.cpuAllocationRatio - host.vcpusUsed,
     memoryMb: host.memoryMb * host.ramAllocationRatio - host.memoryMbUsed,
@@ -47,6 +53,8 @@ function misfit(host: HostState, flavor: Flavor): string | null {
   };
   const diskGb = flavor.rootGb + flavor.ephemeralGb + flavor.swap / 1024;
   if (!host.up) return 'down';
+  if (host.disabled) return `disabled${host.disabledReason ? ` (${host.disabledReason})` : ''}`;
+  if (excludedHosts.includes(host.host)) return 'already tried for this request';
   if (free.vcpus < flavor.vcpus) return `${free.vcpus} free vCPUs, ${flavor.vcpus} needed`;
   if (free.memoryMb < flavor.memoryMb) return `${free.memoryMb} MiB free memory, ${flavor.memoryMb} MiB needed`;
   if (free.localGb < diskGb) return `${free.localGb} GiB free disk, ${diskGb} GiB needed`;
@@ -54,7 +62,7 @@ function misfit(host: HostState, flavor: Flavor): string | null {
 }
 
 export function selectHost(hosts: readonly HostState[], spec: RequestSpec): HostState {
-  const { availabilityZone: zone, requestedHost, flavor } = spec;
+  const { availabilityZone: zone, requestedHost, flavor, excludedHosts = [] } = spec;
   if (zone !== null && !hosts.some((host) => host.availabilityZone === zone && host.up)) {
     throw failure('InvalidRequest', `The requested availability zone is not available: ${zone}`);
   }
@@ -69,7 +77,7 @@ export function selectHost(hosts: readonly HostState[], spec: RequestSpec): Host
   }
   const reasons: string[] = [];
   const fitting = candidates.filter((host) => {
-    const reason = misfit(host, flavor);
+    const reason = misfit(host, flavor, excludedHosts);
     if (reason) reasons.push(`${host.host}: ${reason}`);
     return reason === null;
   });

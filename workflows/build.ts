@@ -10,8 +10,9 @@ import {
   TaskState,
   VmState,
 } from '../lib/nova.js';
-import { configuredComputeHosts, database, images } from './activities.js';
-import { inAction, inEvent, reason, step, tagWorkflow, withRollback } from './common.js';
+import { database, images } from './activities.js';
+import { inAction, inEvent, reason, step, tagWorkflow } from './common.js';
+import { placeAndSpawn, undoSpawn } from './placement.js';
 
 export interface BuildInput {
   /** Chosen by the caller so it can name the workflow after it; made here when absent. */
@@ -80,45 +81,31 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
     systemMetadata: imageSystemMetadata(image),
   });
 
-  /**
-   * ERROR, free for a delete; `offHost` once its host holds nothing of it any more, so that the
-   * host's capacity is not counted for it.
-   */
-  const fail = async ({ offHost = false } = {}) => {
+  /** ERROR, free for a delete, and on no host: its capacity is not counted for it. */
+  const fail = async () => {
     await database.saveInstance({
       instanceUuid,
       requestId,
       expectedTaskStates: [TaskState.SPAWNING],
-      changes: { vmState: VmState.ERROR, taskState: null, ...(offHost ? { host: null, node: null } : {}) },
+      changes: { vmState: VmState.ERROR, taskState: null, host: null, node: null },
     });
   };
 
   return inAction(
     requestId,
-    async () => {
-      const compute = await configuredComputeHosts();
-      const destination = await withRollback(
-        () =>
-          inEvent({ requestId, name: 'schedule_instances', host: null, details: 'scheduling' }, () =>
-            database.selectDestination({
-              instanceUuid,
-              flavor: input.flavor,
-              availabilityZone: input.availabilityZone ?? null,
-              requestedHost: input.host,
-            }),
-          ),
-        () => fail(),
-      );
-      tagWorkflow({ host: destination.host });
-      const placed = await database.saveInstance({
-        instanceUuid,
+    () =>
+      placeAndSpawn(
         requestId,
-        expectedTaskStates: [TaskState.SPAWNING],
-        changes: { host: destination.host, node: destination.node, availabilityZone: destination.availabilityZone },
-      });
-
-      return withRollback(
-        () =>
+        {
+          instanceUuid,
+          requestId,
+          expectedTaskStates: [TaskState.SPAWNING],
+          changes: {},
+          flavor: input.flavor,
+          availabilityZone: input.availabilityZone ?? null,
+          requestedHost: input.host,
+        },
+        ({ destination, instance, compute }) =>
           inEvent(
             {
               requestId,
@@ -128,7 +115,8 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
             },
             async () => {
               const powerState = await compute(destination.host).spawnInstance({
-                instance: placed,
+                instance,
+                requestId,
                 root: rootVolume
                   ? {
                       kind: 'volume',
@@ -146,12 +134,11 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
               });
             },
           ),
-        async () => {
-          await compute(destination.host).destroyInstance({ instanceUuid });
-          await fail({ offHost: true });
+        async (host, compute, error) => {
+          await undoSpawn(host, compute, error, instanceUuid);
+          await fail();
         },
-      );
-    },
+      ),
     () => fail(),
   );
 }

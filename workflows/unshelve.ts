@@ -17,6 +17,7 @@ import {
   tagWorkflow,
   withRollback,
 } from './common.js';
+import { placeAndSpawn, undoSpawn } from './placement.js';
 
 export interface UnshelveInput extends ActionInput {
   /** Spawn on this host (Nova 2.91, admin-only through the API); only for SHELVED_OFFLOADED. */
@@ -73,7 +74,7 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
             }
             return powerOnInPlace(instance, requestId, compute);
           }
-          return spawnFromSnapshot(instance, requestId, input, compute);
+          return spawnFromSnapshot(instance, requestId, input);
         },
         () => database.releaseInstance({ instanceUuid, requestId }),
       );
@@ -130,42 +131,23 @@ async function rootDiskSource(instance: Instance, requestId: string): Promise<Ro
   return { kind: 'standalone', imageId, snapshot: osHashAlgo && osHashValue ? { osHashAlgo, osHashValue } : null };
 }
 
-async function spawnFromSnapshot(
-  instance: Instance,
-  requestId: string,
-  input: UnshelveInput,
-  compute: ComputeHosts,
-): Promise<Instance> {
+async function spawnFromSnapshot(instance: Instance, requestId: string, input: UnshelveInput): Promise<Instance> {
   const { uuid: instanceUuid } = instance;
-  const { host: requestedHost } = input;
   const zone = targetZone(input, instance);
   const root = await rootDiskSource(instance, requestId);
-  const destination = await inEvent(
-    {
-      requestId,
-      name: 'schedule_instances',
-      host: null,
-      details: requestedHost ? `checking host ${requestedHost}` : 'scheduling',
-    },
-    () => database.selectDestination({ instanceUuid, flavor: instance.flavor, availabilityZone: zone, requestedHost }),
-  );
-  tagWorkflow({ host: destination.host });
-  const spawning = await database.saveInstance({
-    instanceUuid,
+  return placeAndSpawn(
     requestId,
-    expectedTaskStates: [TaskState.UNSHELVING],
-    changes: {
-      taskState: TaskState.SPAWNING,
-      host: destination.host,
-      node: destination.node,
-      availabilityZone: destination.availabilityZone,
+    {
+      instanceUuid,
+      requestId,
+      expectedTaskStates: [TaskState.UNSHELVING],
       // Unlike Nova (bug 1978573), the pin changes only once the request could be placed.
-      requestedAvailabilityZone: zone,
+      changes: { taskState: TaskState.SPAWNING, requestedAvailabilityZone: zone },
+      flavor: instance.flavor,
+      availabilityZone: zone,
+      requestedHost: input.host,
     },
-  });
-
-  return withRollback(
-    () =>
+    ({ destination, instance: spawning, compute }) =>
       inEvent(
         {
           requestId,
@@ -174,7 +156,7 @@ async function spawnFromSnapshot(
           details: `spawning on ${destination.host} from ${root.kind === 'volume' ? 'volume' : 'image'} ${root.kind === 'volume' ? root.volumeId : root.imageId}`,
         },
         async () => {
-          const powerState = await compute(destination.host).spawnInstance({ instance: spawning, root });
+          const powerState = await compute(destination.host).spawnInstance({ instance: spawning, requestId, root });
           return database.saveInstance({
             instanceUuid,
             requestId,
@@ -184,14 +166,21 @@ async function spawnFromSnapshot(
           });
         },
       ),
-    async () => {
+    async (host, compute, error) => {
       // No half-built domain stays behind; the instance goes back to offloaded, image kept.
-      await compute(destination.host).destroyInstance({ instanceUuid });
+      await undoSpawn(host, compute, error, instanceUuid);
       await database.saveInstance({
         instanceUuid,
         requestId,
-        expectedTaskStates: [TaskState.SPAWNING],
-        changes: { taskState: null, host: null, node: null, availabilityZone: null, powerState: PowerState.SHUTDOWN },
+        expectedTaskStates: [TaskState.UNSHELVING, TaskState.SPAWNING],
+        changes: {
+          taskState: null,
+          host: null,
+          node: null,
+          availabilityZone: null,
+          powerState: PowerState.SHUTDOWN,
+          requestedAvailabilityZone: instance.requestedAvailabilityZone,
+        },
       });
     },
   );

@@ -5,13 +5,14 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type ClaimRequest, createDatabaseActivities, getInstance } from '../../activities/database.js';
 import { loadConfig } from '../../lib/config.js';
+import { macAddress, type Port } from '../../lib/nova.js';
 import { createPool } from '../../lib/postgres.js';
 
 const config = loadConfig();
 const pool = createPool(config.databaseUrl);
 const database = createDatabaseActivities(pool);
 
-async function activeInstance(): Promise<string> {
+async function activeInstance(ports: Omit<Port, 'bindingHost'>[] = []): Promise<string> {
   const uuid = randomUUID();
   const requestId = `req-build-${uuid}`;
   await database.createInstance({
@@ -25,7 +26,7 @@ async function activeInstance(): Promise<string> {
     requestId,
     systemMetadata: {},
     blockDeviceMappings: [],
-    ports: [],
+    ports,
   });
   await database.saveInstance({
     instanceUuid: uuid,
@@ -130,5 +131,26 @@ describe('saveInstance', () => {
       }),
     ).rejects.toMatchObject({ type: 'UnexpectedTaskState', nonRetryable: true });
     expect((await getInstance(pool, uuid)).vmState).toBe('active');
+  });
+});
+
+describe('createInstance', () => {
+  const port = (mac: string) => ({ id: randomUUID(), network: 'private', macAddress: mac });
+
+  it("draws another MAC address when a live port holds the port's, and frees a deleted server's", async () => {
+    const mac = macAddress(randomUUID());
+    const holder = await activeInstance([port(mac)]);
+    const second = port(mac);
+    const uuid = await activeInstance([second]);
+    const [recorded] = (await getInstance(pool, uuid)).ports;
+    expect(recorded).toMatchObject({ id: second.id });
+    expect(recorded!.macAddress).not.toBe(mac);
+    expect(recorded!.macAddress).toMatch(/^fa:16:3e(:[0-9a-f]{2}){3}$/);
+
+    const requestId = `req-delete-${holder}`;
+    await database.claimInstance({ instanceUuid: holder, action: 'delete', requestId });
+    await database.markInstanceDeleted({ instanceUuid: holder, requestId });
+    const third = await activeInstance([port(mac)]);
+    expect((await getInstance(pool, third)).ports[0]!.macAddress).toBe(mac);
   });
 });

@@ -35,6 +35,8 @@ const PUBLIC = { nobody: 200, forged: 200, stranger: 200, owner: 200, admin: 200
 const ANY_PROJECT = { nobody: 401, forged: 401, stranger: 200, owner: 200, admin: 200 };
 /** The owning project and admins; another project is told the thing does not exist. */
 const PROJECT = { nobody: 401, forged: 401, stranger: 404, owner: 200, admin: 200 };
+/** Admins only (the os-services policies). */
+const ADMIN = { nobody: 401, forged: 401, stranger: 403, owner: 403, admin: 200 };
 
 const ENDPOINTS: Record<string, Endpoint> = {
   'GET /': { request: () => ({ url: '/' }), expect: PUBLIC },
@@ -81,6 +83,12 @@ const ENDPOINTS: Record<string, Endpoint> = {
   'GET /v2.1/flavors/:id': { request: () => ({ url: '/v2.1/flavors/1' }), expect: ANY_PROJECT },
   'GET /v2.1/images': { request: () => ({ url: '/v2.1/images' }), expect: ANY_PROJECT },
   'GET /v2.1/images/:id': { request: ({ imageId }) => ({ url: `/v2.1/images/${imageId}` }), expect: PROJECT },
+  'GET /v2.1/os-services': { request: () => ({ url: '/v2.1/os-services' }), expect: ADMIN },
+  // A host that does not exist, so that nothing is changed (404 for the admin).
+  'PUT /v2.1/os-services/:id': {
+    request: () => ({ url: '/v2.1/os-services/disable', body: { host: 'no-such-host', binary: 'nova-compute' } }),
+    expect: { ...ADMIN, admin: 404 },
+  },
 };
 
 /** Every "METHOD /path" the router serves (HEAD aside), read from Fastify's route tree. */

@@ -73,17 +73,21 @@ export async function startStubHost(
     activities,
   });
   const running = worker.run().finally(() => connection.close());
-  await reportComputeNode(stack.pool, {
-    host,
-    availabilityZone,
-    hypervisorType: 'stub',
-    vcpus: 64,
-    memoryMb,
-    localGb: 100,
-    cpuAllocationRatio: 4,
-    ramAllocationRatio: 1,
-    diskAllocationRatio: 1,
-  });
+  const report = () =>
+    reportComputeNode(stack.pool, {
+      host,
+      availabilityZone,
+      hypervisorType: 'stub',
+      vcpus: 64,
+      memoryMb,
+      localGb: 100,
+      cpuAllocationRatio: 4,
+      ramAllocationRatio: 1,
+      diskAllocationRatio: 1,
+    });
+  await report();
+  // As a real host: reported every 10 s, or a test longer than the service-down window finds it down.
+  const reporting = setInterval(() => void report().catch(() => undefined), 10_000);
 
   // The stub host never reads the boot image: an empty one is enough.
   const bootImageId = randomUUID();
@@ -122,6 +126,7 @@ export async function startStubHost(
       return (await handle.result()) as Instance;
     },
     async stop({ keepSnapshots = false } = {}) {
+      clearInterval(reporting);
       worker.shutdown();
       await running;
       await stack.glance.deleteImage(testOwner, bootImageId);

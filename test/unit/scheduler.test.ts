@@ -9,6 +9,8 @@ function host(name: string, changes: Partial<HostState> = {}): HostState {
     host: name,
     availabilityZone: 'az1',
     up: true,
+    disabled: false,
+    disabledReason: null,
     vcpus: 4,
     memoryMb: 8192,
     localGb: 100,
@@ -77,6 +79,20 @@ describe('selectHost', () => {
         'ram: 1192 MiB free memory, 2048 MiB needed; disk: 10 GiB free disk, 20 GiB needed',
     );
     expect(refusal(() => selectHost([], { flavor, availabilityZone: null })).type).toBe('NoValidHost');
+  });
+
+  it('never chooses a disabled host or one this request already tried', () => {
+    const hosts = [host('a'), host('b', { disabled: true, disabledReason: 'maintenance' }), host('c')];
+    expect(selectHost(hosts, { flavor, availabilityZone: null, excludedHosts: ['a'] }).host).toBe('c');
+    expect(
+      refusal(() => selectHost(hosts, { flavor, availabilityZone: null, excludedHosts: ['a', 'c'] })).message,
+    ).toBe(
+      'No valid host was found for flavor m1.small: a: already tried for this request; b: disabled (maintenance); ' +
+        'c: already tried for this request',
+    );
+    expect(refusal(() => selectHost(hosts, { flavor, availabilityZone: null, requestedHost: 'b' })).type).toBe(
+      'NoValidHost',
+    );
   });
 
   it('counts capacity through the allocation ratios', () => {
