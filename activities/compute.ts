@@ -98,10 +98,10 @@ function byteProgress(step: string, bytesTotal?: number): (bytesDone: number) =>
   };
 }
 
-/** The instance an activity's argument names ({ instanceUuid } or { instance }). */
-function instanceOf(argument: unknown): string {
+/** The instance an activity's argument names ({ instanceUuid } or { instance }), if any. */
+function instanceOf(argument: unknown): string | undefined {
   const { instanceUuid, instance } = (argument ?? {}) as { instanceUuid?: string; instance?: { uuid?: string } };
-  return instanceUuid ?? instance?.uuid ?? 'unknown';
+  return instanceUuid ?? instance?.uuid;
 }
 
 /**
@@ -109,13 +109,13 @@ function instanceOf(argument: unknown): string {
  * compute-errors.ts): non-retryable where the same attempt would fail the same way, with the
  * tool's own reason. Failures already typed, and cancellations, pass as they are.
  */
-function hostFailure(error: unknown, host: string, step: string, instanceUuid: string): unknown {
+function hostFailure(error: unknown, host: string, step: string, instanceUuid: string | undefined): unknown {
   if (error instanceof ApplicationFailure || error instanceof CancelledFailure) return error;
   const known = classifyHostError(error);
   if (!known) return error;
   return ApplicationFailure.create({
     type: known.type,
-    message: `${step} of instance ${instanceUuid} on host ${host} failed: ${known.reason}`,
+    message: `${step}${instanceUuid ? ` of instance ${instanceUuid}` : ''} on host ${host} failed: ${known.reason}`,
     nonRetryable: !known.retryable,
     cause: error as Error,
   });
