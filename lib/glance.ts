@@ -296,16 +296,17 @@ export class GlanceClient {
   ): Promise<GlanceImage[]> {
     const images: GlanceImage[] = [];
     try {
-      for (let marker: string | undefined; ; ) {
+      let marker: string | undefined;
+      do {
         const { data } = await this.http.get<{ images: GlanceImage[]; next?: string }>('/images', {
           headers: this.headers(context),
           params: { ...filters, ...(marker ? { marker } : {}) },
         });
         images.push(...data.images);
-        // Glance's `next` link carries the marker of the following page; none after the last.
+        // Glance's `next` link means another page, which starts after the last image of this one.
         marker = data.next && data.images.length > 0 ? data.images.at(-1)!.id : undefined;
-        if (!marker) return images;
-      }
+      } while (marker);
+      return images;
     } catch (error) {
       throw glanceFailure('image list', error);
     }
