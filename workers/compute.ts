@@ -1,10 +1,12 @@
 // The compute worker of one hypervisor host: libvirt and disk activities on its own task queue.
-// It registers its host with the scheduler and reports it alive every few seconds.
+// It takes its host's name for itself, cleans the host of what the database no longer places
+// there, then registers the host with the scheduler and reports it alive every few seconds.
 import { mkdir, statfs } from 'node:fs/promises';
 import { type NativeConnection, Worker } from '@temporalio/worker';
 import type pg from 'pg';
 import { createComputeActivities } from '../activities/compute.js';
 import { reportComputeNode } from '../activities/database.js';
+import { reconcileHost } from '../activities/host-reconcile.js';
 import { type Config, loadConfig } from '../lib/config.js';
 import { GlanceClient } from '../lib/glance.js';
 import { ensureStoragePool, LibvirtConnection } from '../lib/libvirt.js';
@@ -12,7 +14,7 @@ import { logger } from '../lib/logger.js';
 import { serveMetrics } from '../lib/metrics.js';
 import { computeTaskQueue } from '../lib/temporal.js';
 import { connectWorker, installRuntimeLogging, isMain } from './runtime.js';
-import { createPool } from '../lib/postgres.js';
+import { type AdvisoryLock, AdvisoryLockHeld, createPool, holdAdvisoryLock } from '../lib/postgres.js';
 
 const REPORT_INTERVAL_MS = 10_000;
 
@@ -30,6 +32,37 @@ export async function createComputeWorker(config: Config, connection: NativeConn
     maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     activities: createComputeActivities(config.compute, libvirt, new GlanceClient(config.glance)),
   });
+}
+
+/**
+ * Makes this process the one compute worker of its host, then removes from the host what the
+ * database no longer places on it (activities/host-reconcile.ts), before the worker takes any
+ * step. Two workers of one host name would share its task queue: a step meant for this host could
+ * run on the other machine. The returned lock is held until released; its `lost` settles if
+ * another worker took the name while PostgreSQL was away, and the worker must then stop.
+ */
+export async function claimHost(config: Config, pool: pg.Pool, libvirt: LibvirtConnection): Promise<AdvisoryLock> {
+  const { host } = config.compute;
+  const lock = await holdAdvisoryLock(config.databaseUrl, `compute host ${host}`, `compute ${host}`).catch(
+    (error: unknown) => {
+      if (!(error instanceof AdvisoryLockHeld)) throw error;
+      throw new Error(
+        `Another compute worker already runs as host ${host} (${error.holder ?? 'its PostgreSQL session is not visible'}): ` +
+          'two workers of one host would share its task queue. Stop it, or give this one its own COMPUTE_HOST.',
+        { cause: error },
+      );
+    },
+  );
+  void lock.lost.then((held) =>
+    logger.error({ host, holder: held.holder }, 'another compute worker took this host name: this one stops'),
+  );
+  try {
+    await reconcileHost(config.compute, libvirt, pool);
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
+  return lock;
 }
 
 /**
@@ -68,7 +101,12 @@ if (isMain(import.meta.url)) {
   const metrics = serveMetrics('127.0.0.1', config.metricsPort);
   const pool = createPool(config.databaseUrl);
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
+  const hostLock = await claimHost(config, pool, libvirt);
   const worker = await createComputeWorker(config, await connectWorker(config), libvirt);
+  void hostLock.lost.then(() => {
+    process.exitCode = 1;
+    worker.shutdown();
+  });
   const stopReporting = await registerHost(config, pool, libvirt);
   logger.info(
     { host: config.compute.host, taskQueue: computeTaskQueue(config.compute.host) },
@@ -77,5 +115,5 @@ if (isMain(import.meta.url)) {
   await worker.run();
   stopReporting();
   metrics?.close();
-  await Promise.all([pool.end(), libvirt.close()]);
+  await Promise.all([hostLock.release(), pool.end(), libvirt.close()]);
 }

@@ -12,7 +12,7 @@ import { type Config, loadConfig } from '../../lib/config.js';
 import { connectClient } from '../../lib/temporal-client.js';
 import { GlanceClient } from '../../lib/glance.js';
 import { domainName, LibvirtConnection } from '../../lib/libvirt.js';
-import { createComputeWorker, registerHost } from '../../workers/compute.js';
+import { claimHost, createComputeWorker, registerHost } from '../../workers/compute.js';
 import { createConductorWorker } from '../../workers/conductor.js';
 import { connectWorker } from '../../workers/runtime.js';
 import { createPool } from '../../lib/postgres.js';
@@ -48,10 +48,13 @@ async function startComputeHost(
   glance: GlanceClient,
 ): Promise<TestComputeHost> {
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
+  // As workers/compute.ts: the host's name for this worker alone, the host cleaned, then the queue.
+  const hostLock = await claimHost(config, pool, libvirt);
   const worker = await createComputeWorker(config, connection, libvirt);
   const running = worker.run();
   const stopReporting = await registerHost(config, pool, libvirt);
   const compute = createComputeActivities(config.compute, libvirt, glance);
+  let stopped: Promise<void> | undefined;
   return {
     config,
     async removeInstance(instanceUuid) {
@@ -59,11 +62,15 @@ async function startComputeHost(
       // Gone from the database too, or it would count against the host's capacity.
       await pool.query('DELETE FROM instances WHERE uuid = $1', [instanceUuid]);
     },
-    async stop() {
-      stopReporting();
-      worker.shutdown();
-      await running;
-      await libvirt.close();
+    /** As a worker process's end: its domains keep running, its name is free. Once, however often called. */
+    stop() {
+      stopped ??= (async () => {
+        stopReporting();
+        worker.shutdown();
+        await running;
+        await Promise.all([hostLock.release(), libvirt.close()]);
+      })();
+      return stopped;
     },
   };
 }
