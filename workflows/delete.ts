@@ -1,6 +1,9 @@
 // Delete: the server goes, with its domain and files on its host and its shelve snapshot in
 // Glance; its volumes stay. A shelved or offloaded server is deleted as any other, whatever
-// became of its snapshot (spec §6: delete always works on a shelved server).
+// became of its snapshot (spec §6: delete always works on a shelved server). On a host that is
+// down the server is deleted from the database alone (Nova's local delete), and the host removes
+// its domain and files when its worker starts again (workers/compute.ts claimHost).
+import { log } from '@temporalio/workflow';
 import { configuredComputeHosts, database } from './activities.js';
 import {
   type ActionInput,
@@ -27,27 +30,40 @@ export async function deleteInstance(rawInput: ActionInput): Promise<void> {
     requestId,
     async () => {
       if (imageId) await cancelOffloadTimer(instanceUuid, imageId);
-      if (host) {
-        const compute = await configuredComputeHosts();
-        // A host that cannot take the step (its worker down past COMPUTE_HOST_TIMEOUT) leaves the
-        // server as it was, released, for a later delete.
-        await withRollback(
-          () =>
-            inEvent(
-              {
-                requestId,
-                name: 'compute_terminate_instance',
-                host,
-                details: `undefining the domain and removing the instance files on ${host}`,
-              },
-              () => compute(host).destroyInstance({ instanceUuid }),
-            ),
-          () => database.releaseInstance({ instanceUuid, requestId }),
-        );
-      }
+      if (host) await terminateOnHost(instanceUuid, requestId, host);
       if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
       await database.markInstanceDeleted({ instanceUuid, requestId });
     },
     release,
+  );
+}
+
+/**
+ * Removes the instance's domain and files from its host. A host that is down now (forced down, or
+ * silent past the service-down window) is not waited for: the delete goes on in the database
+ * alone and the host cleans up when its worker starts again. A host that is up but does not take
+ * the step within COMPUTE_HOST_TIMEOUT leaves the server as it was, released, for a later delete.
+ */
+async function terminateOnHost(instanceUuid: string, requestId: string, host: string): Promise<void> {
+  const down = await database.computeHostDown({ host });
+  if (down) {
+    await inEvent({ requestId, name: 'local_delete', host, details: `local delete: ${down}` }, async () =>
+      log.info('local delete: the host is down', { instanceUuid, host, reason: down }),
+    );
+    return;
+  }
+  const compute = await configuredComputeHosts();
+  await withRollback(
+    () =>
+      inEvent(
+        {
+          requestId,
+          name: 'compute_terminate_instance',
+          host,
+          details: `undefining the domain and removing the instance files on ${host}`,
+        },
+        () => compute(host).destroyInstance({ instanceUuid }),
+      ),
+    () => database.releaseInstance({ instanceUuid, requestId }),
   );
 }

@@ -78,6 +78,17 @@ describe('deleting a server', () => {
     expect(rows[0]).toMatchObject({ vm_state: 'deleted', host: null, deleted_at: expect.any(Date) });
   });
 
+  it.each(['stopped', 'paused', 'suspended', 'error'])(
+    'a server %s on its host: its domain and files go from the host',
+    async (vmState) => {
+      const { uuid } = await stub.buildInstance();
+      // As Nova's stop, pause, suspend or reset-state would leave it: this project has no such action.
+      await stack.pool.query('UPDATE instances SET vm_state = $2 WHERE uuid = $1', [uuid, vmState]);
+      await deleteServer(uuid);
+      expect(destroyed).toContain(uuid);
+    },
+  );
+
   it('a SHELVED server: its snapshot goes from Glance too', async () => {
     const { uuid } = await stub.buildInstance();
     const imageId = (await run('shelve', uuid)).systemMetadata.shelved_image_id!;

@@ -1,0 +1,156 @@
+// A compute host that goes down and comes back, on the real stack: its servers are deleted at
+// once from the database (Nova's local delete), and when its worker starts again it removes the
+// domains and files the database no longer places on it, but never a volume, never an instance
+// the database still places there. A second worker under the same host name is refused.
+import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, rm, utimes, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { WorkflowFailedError } from '@temporalio/client';
+import { DomainState } from '@unraid/libvirt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listInstanceActions } from '../../activities/action-log.js';
+import { instanceDirectory, rootDiskFile } from '../../activities/compute.js';
+import { getInstance, reportComputeNode } from '../../activities/database.js';
+import { startAction } from '../../lib/actions.js';
+import type { Config } from '../../lib/config.js';
+import { failureMessages } from '../support/faults.js';
+import { buildKnownVm, type KnownVm } from '../support/known-vm.js';
+import { startTestStack, type TestComputeHost, type TestStack } from '../support/stack.js';
+import { type StubHost, startStubHost } from '../support/stub-host.js';
+import { startWorkerProcess } from '../support/worker-process.js';
+
+describe('a compute host that is down, then comes back', () => {
+  let stack: TestStack;
+  let host: TestComputeHost;
+  let stub: StubHost;
+  const hostName = `down-${randomUUID().slice(0, 8)}`;
+  const vms: KnownVm[] = [];
+  let deleted: KnownVm;
+  let volumeBacked: KnownVm;
+  let moved: KnownVm;
+  let kept: KnownVm;
+  let volumeFile: string;
+
+  /** The host's compute_nodes row as a host silent for an hour leaves it: down, for the scheduler too. */
+  async function silence(name: string): Promise<void> {
+    await stack.pool.query(`UPDATE compute_nodes SET updated_at = now() - interval '1 hour' WHERE host = $1`, [name]);
+  }
+
+  async function deleteInstance(instanceUuid: string): Promise<void> {
+    await (await startAction(stack.client, stack.config, 'delete', { instanceUuid })).result();
+  }
+
+  const domainOf = (instanceUuid: string) => stack.libvirt.lookupInstance(instanceUuid);
+  const folderOf = (config: Config, instanceUuid: string) =>
+    existsSync(instanceDirectory(config.compute.instancesPath, instanceUuid));
+
+  beforeAll(async () => {
+    // A host that is up but whose worker takes no step fails the delete within seconds.
+    stack = await startTestStack({ COMPUTE_HOST_TIMEOUT: '6' });
+    host = await stack.addComputeHost(hostName);
+    for (const options of [{}, { bootVolume: { sizeGb: 1 } }, {}, {}]) {
+      vms.push(await buildKnownVm(stack, hostName, options));
+    }
+    [deleted, volumeBacked, moved, kept] = vms as [KnownVm, KnownVm, KnownVm, KnownVm];
+    volumeFile = rootDiskFile(host.config.compute, await getInstance(stack.pool, volumeBacked.instanceUuid));
+    stub = await startStubHost(stack);
+  }, 300_000);
+
+  afterAll(async () => {
+    for (const vm of vms) await vm.remove(host.config);
+    await stub?.stop();
+    await stack?.stop();
+    // The volume outlives its instance by design: the test removes its own.
+    if (volumeFile) await rm(volumeFile, { force: true });
+  }, 120_000);
+
+  it('deletes its servers at once while it is down, and removes their domains and files when it is back', async () => {
+    await host.stop();
+    await silence(hostName);
+    // A partial image download a killed worker left, and one that may still be running.
+    const base = path.join(host.config.compute.instancesPath, '_base');
+    await mkdir(base, { recursive: true });
+    const stalePart = path.join(base, `${randomUUID()}.${randomUUID()}.part`);
+    const freshPart = path.join(base, `${randomUUID()}.${randomUUID()}.part`);
+    await writeFile(stalePart, 'half an image');
+    await writeFile(freshPart, 'half an image');
+    const anHourAgo = new Date(Date.now() - 3600_000);
+    await utimes(stalePart, anHourAgo, anHourAgo);
+
+    for (const vm of [deleted, volumeBacked]) {
+      await deleteInstance(vm.instanceUuid);
+      await expect(getInstance(stack.pool, vm.instanceUuid)).rejects.toMatchObject({ type: 'InstanceNotFound' });
+      const [action] = await listInstanceActions(stack.pool, vm.instanceUuid);
+      // Nothing was asked of the host: no compute_terminate_instance waiting for a worker.
+      expect(action).toMatchObject({ action: 'delete', message: null });
+      expect(action!.events).toEqual([
+        expect.objectContaining({ event: 'local_delete', host: hostName, result: 'Success' }),
+      ]);
+      // The guest still runs on the host: only the host itself can remove it.
+      expect((await (await domainOf(vm.instanceUuid))!.getInfo()).state).toBe(DomainState.RUNNING);
+    }
+    // As after an unshelve elsewhere whose rollback never reached this host (F9): the database
+    // places the instance on another host, with no action in progress.
+    await stack.pool.query('UPDATE instances SET host = $2, node = $2 WHERE uuid = $1', [
+      moved.instanceUuid,
+      stack.config.compute.host,
+    ]);
+
+    host = await stack.addComputeHost(hostName);
+
+    for (const vm of [deleted, volumeBacked, moved]) {
+      expect(await domainOf(vm.instanceUuid)).toBeNull();
+      expect(folderOf(host.config, vm.instanceUuid)).toBe(false);
+    }
+    expect(existsSync(volumeFile)).toBe(true);
+    expect((await (await domainOf(kept.instanceUuid))!.getInfo()).state).toBe(DomainState.RUNNING);
+    expect(await kept.diskIsIntact(host.config)).toBe(true);
+    expect(existsSync(stalePart)).toBe(false);
+    expect(existsSync(freshPart)).toBe(true);
+  });
+
+  it('refuses a second compute worker under the same host name, and the first keeps its host', async () => {
+    const refused = startWorkerProcess('compute', {
+      COMPUTE_HOST: hostName,
+      INSTANCES_PATH: host.config.compute.instancesPath,
+    });
+    await expect(refused).rejects.toThrow(`Another compute worker already runs as host ${hostName}`);
+    await expect(stack.addComputeHost(hostName)).rejects.toThrow(
+      `Another compute worker already runs as host ${hostName}`,
+    );
+    expect((await (await domainOf(kept.instanceUuid))!.getInfo()).state).toBe(DomainState.RUNNING);
+  });
+
+  it('waits for a host that is up, releasing the server when its worker takes no step; deletes it once the host is down', async () => {
+    const { uuid } = await stub.buildInstance();
+    // The instance's host reports as up, but no worker serves its queue.
+    const ghost = `ghost-${randomUUID().slice(0, 8)}`;
+    await reportComputeNode(stack.pool, {
+      host: ghost,
+      availabilityZone: 'nova',
+      hypervisorType: 'stub',
+      vcpus: 1,
+      memoryMb: 512,
+      localGb: 1,
+      cpuAllocationRatio: 1,
+      ramAllocationRatio: 1,
+      diskAllocationRatio: 1,
+    });
+    try {
+      await stack.pool.query('UPDATE instances SET host = $2, node = $2 WHERE uuid = $1', [uuid, ghost]);
+      const failure = await deleteInstance(uuid).catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(WorkflowFailedError);
+      expect(failureMessages(failure)).toContain(`Compute host ${ghost} did not take the step destroyInstance`);
+      expect(await getInstance(stack.pool, uuid)).toMatchObject({ vmState: 'active', taskState: null, host: ghost });
+
+      await silence(ghost);
+      await deleteInstance(uuid);
+      await expect(getInstance(stack.pool, uuid)).rejects.toMatchObject({ type: 'InstanceNotFound' });
+      const [action] = await listInstanceActions(stack.pool, uuid);
+      expect(action!.events.map((event) => event.event)).toEqual(['local_delete']);
+    } finally {
+      await stack.pool.query('DELETE FROM compute_nodes WHERE host = $1', [ghost]);
+    }
+  });
+});
