@@ -3,6 +3,7 @@
 // written by the claim, in the same transaction that takes the instance.
 import type { Pool } from 'pg';
 import { actionsFinished, stepDuration } from '../lib/metrics.js';
+import { sqlErrorsClassified } from '../lib/sql-errors.js';
 
 export type EventResult = 'Success' | 'Error';
 /** How an action ended; its message in the actions log, as Nova's 'Error', when not a success. */
@@ -34,7 +35,7 @@ export interface InstanceActionRecord {
 }
 
 export function createActionLogActivities(pool: Pool) {
-  return {
+  return sqlErrorsClassified({
     async startActionEvent({ requestId, event, host }: { requestId: string; event: string; host: string | null }) {
       await pool.query(
         `INSERT INTO instance_action_events (action_id, event, host)
@@ -74,7 +75,7 @@ export function createActionLogActivities(pool: Pool) {
       }
       for (const { action } of rows) actionsFinished.inc({ action, result });
     },
-  };
+  });
 }
 
 export type ActionLogActivities = ReturnType<typeof createActionLogActivities>;

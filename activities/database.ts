@@ -21,6 +21,7 @@ import {
 } from '../lib/nova.js';
 import { actionsStarted } from '../lib/metrics.js';
 import { type HostCapacity, type HostState, type RequestSpec, selectHost } from '../lib/scheduler.js';
+import { sqlErrorsClassified } from '../lib/sql-errors.js';
 
 export interface ClaimRequest {
   instanceUuid: string;
@@ -445,7 +446,7 @@ async function hostStates(db: Pool | PoolClient, instanceUuid: string): Promise<
 }
 
 export function createDatabaseActivities(pool: Pool) {
-  return {
+  return sqlErrorsClassified({
     /** Why the host counts as down at this moment, or null while it is up (computeHostDownReason). */
     async computeHostDown({ host }: { host: string }): Promise<string | null> {
       return computeHostDownReason(pool, host);
@@ -662,7 +663,7 @@ export function createDatabaseActivities(pool: Pool) {
         return { destination, instance };
       });
     },
-  };
+  });
 }
 
 export type DatabaseActivities = ReturnType<typeof createDatabaseActivities>;

@@ -5,6 +5,7 @@ import { log } from '@temporalio/activity';
 import type { Pool } from 'pg';
 import type { GlanceClient, GlanceImage } from '../lib/glance.js';
 import { isUuid, PowerState, TaskState, type VmState } from '../lib/nova.js';
+import { sqlErrorsClassified } from '../lib/sql-errors.js';
 
 /** Which instances a reconcile looks at: claims and images older than the grace period, maybe only some instances. */
 export interface ReconcileScope {
@@ -46,7 +47,7 @@ const HALF_MADE: GlanceImage['status'][] = ['queued', 'saving', 'killed'];
 const SHELVE_TASKS = [TaskState.SHELVING, TaskState.SHELVING_IMAGE_PENDING_UPLOAD, TaskState.SHELVING_IMAGE_UPLOADING];
 
 export function createReconcilerActivities(pool: Pool, glance: GlanceClient) {
-  return {
+  return sqlErrorsClassified({
     /** Claims named after a workflow, unchanged for the grace period: candidates, not yet verdicts. */
     async listClaims({ graceSeconds, instanceUuids }: ReconcileScope): Promise<StrandedClaim[]> {
       const { rows } = await pool.query(
@@ -165,7 +166,7 @@ export function createReconcilerActivities(pool: Pool, glance: GlanceClient) {
       const needed = new Set(rows.map((row) => row.image_id));
       return candidates.filter((image) => !needed.has(image.imageId));
     },
-  };
+  });
 }
 
 export type ReconcilerActivities = ReturnType<typeof createReconcilerActivities>;

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { type ClaimRequest, createDatabaseActivities, getInstance } from '../../activities/database.js';
 import { loadConfig } from '../../lib/config.js';
 import { macAddress, type Port } from '../../lib/nova.js';
+import { sqlErrorsClassified, sqlState } from '../../lib/sql-errors.js';
 import { createPool } from '../../lib/postgres.js';
 
 const config = loadConfig();
@@ -152,5 +153,28 @@ describe('createInstance', () => {
     await database.markInstanceDeleted({ instanceUuid: holder, requestId });
     const third = await activeInstance([port(mac)]);
     expect((await getInstance(pool, third)).ports[0]!.macAddress).toBe(mac);
+  });
+});
+
+describe('PostgreSQL errors', () => {
+  const run = sqlErrorsClassified({ query: (text: string) => pool.query(text) });
+
+  it('fail at once when no retry can fix them, naming the SQLSTATE', async () => {
+    for (const [text, state] of [
+      ["SELECT 'not-a-uuid'::uuid", '22P02'],
+      ['SELECT 1 / 0', '22012'],
+      ['SELECT no_such_column FROM instances', '42703'],
+    ]) {
+      const error = await run.query(text!).catch((failure: unknown) => failure);
+      expect(error).toBeInstanceOf(ApplicationFailure);
+      expect(error).toMatchObject({ type: 'DatabaseRefused', nonRetryable: true });
+      expect((error as Error).message).toContain(`SQLSTATE ${state}`);
+    }
+  });
+
+  it('stay retryable when the next attempt may pass (a connection the server ended)', async () => {
+    const error = await run.query('SELECT pg_terminate_backend(pg_backend_pid())').catch((failure: unknown) => failure);
+    expect(error).not.toBeInstanceOf(ApplicationFailure);
+    expect(sqlState(error)).toBe('57P01');
   });
 });

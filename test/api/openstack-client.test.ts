@@ -116,6 +116,24 @@ describe('the openstack client against the API', () => {
     expect(events.map((event) => event.Action)).toEqual(['unshelve', 'shelveOffload', 'shelve', 'create']);
   });
 
+  it('lists the compute services, and disables and enables one (2.53)', async () => {
+    const { host } = stack.config.compute;
+    const services = async () =>
+      (await openstack(admin, ['compute', 'service', 'list', '--long', '--host', host, '-f', 'json'], '2.53')) as Record<
+        string,
+        unknown
+      >[];
+    expect(await services()).toMatchObject([{ Binary: 'nova-compute', Host: host, Status: 'enabled', State: 'up' }]);
+    const set = ['compute', 'service', 'set', host, 'nova-compute'];
+    await openstack(admin, [...set, '--disable', '--disable-reason', 'osc test'], '2.53');
+    try {
+      expect(await services()).toMatchObject([{ Status: 'disabled', 'Disabled Reason': 'osc test' }]);
+    } finally {
+      await openstack(admin, [...set, '--enable'], '2.53');
+    }
+    expect(await services()).toMatchObject([{ Status: 'enabled' }]);
+  });
+
   it('deletes the server: its domain goes from the host', async () => {
     await openstack(member, ['server', 'delete', '--wait', serverId]);
     await expect(openstack(member, ['server', 'show', serverId])).rejects.toThrow(/No server with a name or ID/);
