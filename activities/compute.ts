@@ -192,6 +192,25 @@ export function instanceDirectory(instancesPath: string, instanceUuid: string): 
   return path.join(instancesPath, checkedId('instance', instanceUuid));
 }
 
+/**
+ * Stops the instance's domain, undefines it and removes the instance's files from this host; its
+ * volumes stay in their pool. Also run outside any activity, by the host's cleanup at start.
+ */
+export async function removeInstanceFromHost(
+  instancesPath: string,
+  instanceUuid: string,
+  domain: Domain | null,
+  onStep: (step: string) => void = () => undefined,
+): Promise<void> {
+  if (domain) {
+    onStep('destroying the domain');
+    if ((await domain.getInfo()).state !== DomainState.SHUTOFF) await domain.destroy();
+    await domain.undefine();
+  }
+  onStep('removing instance files');
+  await rm(instanceDirectory(instancesPath, instanceUuid), { recursive: true, force: true });
+}
+
 /** An instance's root disk on its host. */
 export function rootDiskPath(instancesPath: string, instanceUuid: string): string {
   return path.join(instanceDirectory(instancesPath, instanceUuid), 'disk');
@@ -481,15 +500,9 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
     return false;
   }
 
-  /** Stops the instance's domain, undefines it and removes the instance's files from this host. */
+  /** removeInstanceFromHost, with its steps as the activity's progress. */
   async function removeFromHost(instanceUuid: string, domain: Domain | null): Promise<void> {
-    if (domain) {
-      reportProgress({ step: 'destroying the domain' });
-      if ((await domain.getInfo()).state !== DomainState.SHUTOFF) await domain.destroy();
-      await domain.undefine();
-    }
-    reportProgress({ step: 'removing instance files' });
-    await rm(instanceDir(instanceUuid), { recursive: true, force: true });
+    await removeInstanceFromHost(config.instancesPath, instanceUuid, domain, (step) => reportProgress({ step }));
   }
 
   return computeActivities(config.host, {

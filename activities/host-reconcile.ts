@@ -5,13 +5,12 @@
 import type { Dirent } from 'node:fs';
 import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { DomainState } from '@unraid/libvirt';
 import type { Pool } from 'pg';
 import type { Config } from '../lib/config.js';
 import type { LibvirtConnection } from '../lib/libvirt.js';
 import { logger } from '../lib/logger.js';
 import { isUuid } from '../lib/nova.js';
-import { instanceDirectory } from './compute.js';
+import { removeInstanceFromHost } from './compute.js';
 import { type InstancePlacement, instancePlacements } from './database.js';
 
 /**
@@ -62,12 +61,7 @@ export async function reconcileHost(
   for (const instanceUuid of instanceUuids) {
     const reason = leftoverReason(compute.host, placements.get(instanceUuid));
     if (reason === null) continue;
-    const domain = await libvirt.lookupInstance(instanceUuid);
-    if (domain) {
-      if ((await domain.getInfo()).state !== DomainState.SHUTOFF) await domain.destroy();
-      await domain.undefine();
-    }
-    await rm(instanceDirectory(compute.instancesPath, instanceUuid), { recursive: true, force: true });
+    await removeInstanceFromHost(compute.instancesPath, instanceUuid, await libvirt.lookupInstance(instanceUuid));
     logger.info({ instanceUuid, host: compute.host, reason }, 'removed a leftover instance from this host');
     removedInstances.push({ instanceUuid, reason });
   }
