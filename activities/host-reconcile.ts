@@ -36,11 +36,6 @@ export function leftoverReason(host: string, placement: InstancePlacement | unde
   return placement.host ? `placed on host ${placement.host}` : 'placed on no host';
 }
 
-export interface HostReconciliation {
-  removedInstances: { instanceUuid: string; reason: string }[];
-  removedDownloads: string[];
-}
-
 /**
  * Removes from this host the instances the database does not place on it, and old partial
  * downloads from its image cache. Only the instances with a folder here are judged: spawnInstance
@@ -48,33 +43,26 @@ export interface HostReconciliation {
  * folder goes, so the folders name the domains this host defined (several test hosts share one
  * libvirtd). A volume-backed instance loses its domain only: its volume stays in the pool.
  */
-export async function reconcileHost(
-  compute: Config['compute'],
-  libvirt: LibvirtConnection,
-  pool: Pool,
-): Promise<HostReconciliation> {
+export async function reconcileHost(compute: Config['compute'], libvirt: LibvirtConnection, pool: Pool): Promise<void> {
   const instanceUuids = (await folderEntries(compute.instancesPath))
-    .filter((entry) => entry.isDirectory() && isUuid(entry.name))
+    // instanceDirectory names folders by lowercase uuid: any other name is not an instance's.
+    .filter((entry) => entry.isDirectory() && isUuid(entry.name) && entry.name === entry.name.toLowerCase())
     .map((entry) => entry.name);
   const placements = await instancePlacements(pool, instanceUuids);
-  const removedInstances = [];
   for (const instanceUuid of instanceUuids) {
     const reason = leftoverReason(compute.host, placements.get(instanceUuid));
     if (reason === null) continue;
     await removeInstanceFromHost(compute.instancesPath, instanceUuid, await libvirt.lookupInstance(instanceUuid));
     logger.info({ instanceUuid, host: compute.host, reason }, 'removed a leftover instance from this host');
-    removedInstances.push({ instanceUuid, reason });
   }
-  return { removedInstances, removedDownloads: await removePartialDownloads(compute) };
+  await removePartialDownloads(compute);
 }
 
 /** Removes the `_base/<image-uuid>.<uuid>.part` files nothing has written to for a while. */
-async function removePartialDownloads(compute: Config['compute']): Promise<string[]> {
+async function removePartialDownloads(compute: Config['compute']): Promise<void> {
   const base = path.join(compute.instancesPath, '_base');
-  const removed = [];
-  for (const { name } of (await folderEntries(base)).filter(
-    (entry) => entry.isFile() && entry.name.endsWith('.part'),
-  )) {
+  const partial = (await folderEntries(base)).filter((entry) => entry.isFile() && entry.name.endsWith('.part'));
+  for (const { name } of partial) {
     const file = path.join(base, name);
     const written = await stat(file).then(
       (info) => info.mtimeMs,
@@ -83,7 +71,5 @@ async function removePartialDownloads(compute: Config['compute']): Promise<strin
     if (written === null || Date.now() - written < PARTIAL_DOWNLOAD_AGE_MS) continue;
     await rm(file, { force: true });
     logger.info({ imageId: name.split('.')[0], host: compute.host }, 'removed a partial image download from this host');
-    removed.push(name);
   }
-  return removed;
 }
