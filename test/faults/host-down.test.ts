@@ -6,8 +6,10 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rm, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError } from '@temporalio/client';
 import { DomainState } from '@unraid/libvirt';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../activities/action-log.js';
 import { instanceDirectory, rootDiskFile } from '../../activities/compute.js';
@@ -154,4 +156,47 @@ describe('a compute host that is down, then comes back', () => {
       await stack.pool.query('DELETE FROM compute_nodes WHERE host = $1', [ghost]);
     }
   });
+
+  it('stops a worker whose host name another session took while its PostgreSQL connection was down', async () => {
+    const name = `taken-${randomUUID().slice(0, 8)}`;
+    const worker = await startWorkerProcess('compute', {
+      COMPUTE_HOST: name,
+      INSTANCES_PATH: `${stack.config.compute.instancesPath}-${name}`,
+    });
+    const taker = new pg.Client({ connectionString: stack.config.databaseUrl });
+    await taker.connect();
+    try {
+      const { rows } = await taker.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      // Queued behind the worker's session: granted the moment that session ends, before the
+      // worker can connect again to take it back.
+      const taken = taker.query(`SELECT pg_advisory_lock(hashtext('vm-shelve'), hashtext($1))`, [
+        `compute host ${name}`,
+      ]);
+      const queued = () => stack.pool.query('SELECT 1 FROM pg_locks WHERE pid = $1 AND NOT granted', [rows[0]!.pid]);
+      while ((await queued()).rowCount === 0) await sleep(50);
+      const terminated = await stack.pool.query(
+        `SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+          WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE $1`,
+        [`vm-shelve pid ${worker.pid} %`],
+      );
+      expect(terminated.rowCount).toBe(1);
+      await taken;
+      // The worker stops on its own (a worker that kept running would fail the test by its timeout).
+      while (isRunning(worker.pid)) await sleep(200);
+    } finally {
+      await taker.end();
+      await worker.stop();
+      await stack.pool.query('DELETE FROM compute_nodes WHERE host = $1', [name]);
+    }
+  });
 });
+
+/** True while the process runs. */
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
