@@ -2,6 +2,7 @@
 // for workflow tests whose subject is the workflow, not the hypervisor.
 import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
+import type { WorkflowHandle } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import type { ComputeActivities, UploadedSnapshot } from '../../activities/compute.js';
 import { reportComputeNode } from '../../activities/database.js';
@@ -14,14 +15,22 @@ import type { TestStack } from './stack.js';
 
 export const testOwner = { projectId: 'wf-project', userId: 'wf-user' };
 
+interface BuildOptions {
+  instanceUuid?: string;
+  availabilityZone?: string;
+  memoryMb?: number;
+}
+
 export interface StubHost {
   host: string;
   /** Image ids the stub's snapshotInstance was called with, in order. */
   snapshots: string[];
   /** What the stub's snapshotInstance does: records the image id and uploads a few bytes into it. */
   snapshot(imageId: string): Promise<UploadedSnapshot>;
-  /** Builds an ACTIVE instance on this host (its boot image is an empty one in Glance). */
-  buildInstance(options?: { availabilityZone?: string; memoryMb?: number }): Promise<Instance>;
+  /** Starts the build of an instance on this host (its boot image is an empty one in Glance). */
+  startBuild(options?: BuildOptions): Promise<WorkflowHandle>;
+  /** Builds an ACTIVE instance on this host. */
+  buildInstance(options?: BuildOptions): Promise<Instance>;
   /** Stops the host and removes its boot image and, unless kept, the snapshots it made. */
   stop(options?: { keepSnapshots?: boolean }): Promise<void>;
 }
@@ -101,29 +110,36 @@ export async function startStubHost(
   });
   await stack.glance.uploadImageData(testOwner, bootImageId, Readable.from([]), 0);
 
+  const startBuild = ({
+    instanceUuid = randomUUID(),
+    availabilityZone: pinned,
+    memoryMb: flavorMemoryMb = 128,
+  }: BuildOptions = {}) =>
+    startAction(stack.client, stack.config, 'build', {
+      instanceUuid,
+      displayName: 'wf',
+      ...testOwner,
+      imageRef: bootImageId,
+      flavor: {
+        flavorid: '1',
+        name: 'm1.tiny',
+        vcpus: 1,
+        memoryMb: flavorMemoryMb,
+        rootGb: 1,
+        ephemeralGb: 0,
+        swap: 0,
+      },
+      availabilityZone: pinned,
+      host,
+    });
+
   return {
     host,
     snapshots,
     snapshot,
-    async buildInstance({ availabilityZone: pinned, memoryMb: flavorMemoryMb = 128 } = {}) {
-      const handle = await startAction(stack.client, stack.config, 'build', {
-        instanceUuid: randomUUID(),
-        displayName: 'wf',
-        ...testOwner,
-        imageRef: bootImageId,
-        flavor: {
-          flavorid: '1',
-          name: 'm1.tiny',
-          vcpus: 1,
-          memoryMb: flavorMemoryMb,
-          rootGb: 1,
-          ephemeralGb: 0,
-          swap: 0,
-        },
-        availabilityZone: pinned,
-        host,
-      });
-      return (await handle.result()) as Instance;
+    startBuild,
+    async buildInstance(options) {
+      return (await (await startBuild(options)).result()) as Instance;
     },
     async stop({ keepSnapshots = false } = {}) {
       clearInterval(reporting);
