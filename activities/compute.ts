@@ -142,6 +142,9 @@ function computeActivities<T extends Record<string, Activity>>(host: string, act
       try {
         return await activity(...args);
       } catch (error) {
+        // Whatever broke once the step was cancelled (an aborted upload, a killed qemu-img), the
+        // workflow is told the step was cancelled: it rolls back, and its action says Cancelled.
+        if (context.cancellationSignal.aborted) throw context.cancellationSignal.reason;
         throw hostFailure(error, host, name, instanceOf(args[0]));
       } finally {
         clearInterval(timer);

@@ -82,7 +82,10 @@ export interface Config {
    * is tried (Nova's alternates), at most three hosts in all.
    */
   spawnStartTimeout: number;
-  /** Seconds between two runs of the reconciler's Temporal Schedule (RECONCILE_INTERVAL). */
+  /**
+   * Seconds between two runs of the reconciler's Temporal Schedule (RECONCILE_INTERVAL); 0 makes
+   * the conductor leave the schedule alone (none made, an existing one unchanged).
+   */
   reconcileInterval: number;
   logLevel: string;
   /** Port of a worker's own /metrics endpoint, on loopback; 0 (the default) serves none. */
@@ -232,7 +235,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shelvedOffloadTime: integer(env, 'SHELVED_OFFLOAD_TIME', 0, -1),
     computeHostTimeout: integer(env, 'COMPUTE_HOST_TIMEOUT', 300, 1),
     spawnStartTimeout: integer(env, 'SPAWN_START_TIMEOUT', 30, 1),
-    reconcileInterval: integer(env, 'RECONCILE_INTERVAL', 60, 1),
+    reconcileInterval: integer(env, 'RECONCILE_INTERVAL', 60, 0),
     logLevel: env.LOG_LEVEL ?? 'info',
     metricsPort: integer(env, 'METRICS_PORT', 0, 0),
   };

@@ -44,9 +44,11 @@ if (isMain(import.meta.url)) {
   const metrics = serveMetrics('127.0.0.1', config.metricsPort);
   const pool = createPool(config.databaseUrl);
   const worker = await createConductorWorker(config, await connectWorker(config), pool);
-  const connection = await connectClient(config);
-  await ensureReconcileSchedule(new Client({ connection, namespace: config.temporal.namespace }), config);
-  await connection.close();
+  if (config.reconcileInterval > 0) {
+    const connection = await connectClient(config);
+    await ensureReconcileSchedule(new Client({ connection, namespace: config.temporal.namespace }), config);
+    await connection.close();
+  }
   logger.info({ taskQueue: config.temporal.conductorTaskQueue }, 'conductor worker started');
   await worker.run();
   metrics?.close();

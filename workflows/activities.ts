@@ -1,5 +1,11 @@
 // The activities the workflows call, with the timeouts and retries each kind of work needs.
-import { ActivityFailure, ApplicationFailure, TimeoutFailure, TimeoutType } from '@temporalio/common';
+import {
+  ActivityCancellationType,
+  ActivityFailure,
+  ApplicationFailure,
+  TimeoutFailure,
+  TimeoutType,
+} from '@temporalio/common';
 import { proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { ActionLogActivities } from '../activities/action-log.js';
 import type { ComputeActivities } from '../activities/compute.js';
@@ -21,9 +27,24 @@ const retry = {
   maximumAttempts: 20,
 };
 
-export const database = proxyActivities<DatabaseActivities>({ startToCloseTimeout: '30 seconds', retry });
-export const settings = proxyActivities<SettingsActivities>({ startToCloseTimeout: '10 seconds', retry });
-export const images = proxyActivities<ImageActivities>({ startToCloseTimeout: '2 minutes', retry });
+/**
+ * A cancelled workflow waits for a step already running to end before it goes on: its rollback
+ * then sees what the step did (a save that committed, a domain that was made) and never undoes a
+ * step while it still runs. A compute step hears of the cancel at its next heartbeat (5 s).
+ */
+const cancellationType = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED;
+
+export const database = proxyActivities<DatabaseActivities>({
+  startToCloseTimeout: '30 seconds',
+  retry,
+  cancellationType,
+});
+export const settings = proxyActivities<SettingsActivities>({
+  startToCloseTimeout: '10 seconds',
+  retry,
+  cancellationType,
+});
+export const images = proxyActivities<ImageActivities>({ startToCloseTimeout: '2 minutes', retry, cancellationType });
 /**
  * Bookkeeping and the reconciler's work on one item each: a few attempts, so that one bad item
  * does not hold up the rest; the next reconcile tries it again.
@@ -67,6 +88,7 @@ export function computeHosts(hostTimeout: number): ComputeHosts {
       // Liveness comes from the heartbeat; the day is only an outer bound, which no disk reaches.
       startToCloseTimeout: '1 day',
       heartbeatTimeout: '30 seconds',
+      cancellationType,
       // Each attempt of a disk copy may take long: fewer of them.
       retry: { ...retry, maximumAttempts: 10 },
     });

@@ -11,7 +11,7 @@ import {
   VmState,
 } from '../lib/nova.js';
 import { database, images } from './activities.js';
-import { inAction, inEvent, reason, step, tagWorkflow } from './common.js';
+import { inAction, inEvent, reason, settling, step, tagWorkflow } from './common.js';
 import { placeAndSpawn, undoSpawn } from './placement.js';
 
 export interface BuildInput {
@@ -126,12 +126,15 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
                     }
                   : { kind: 'overlay', imageId: input.imageRef },
               });
-              return database.saveInstance({
-                instanceUuid,
-                requestId,
-                expectedTaskStates: [TaskState.SPAWNING],
-                changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
-              });
+              // The guest runs: as far forward as it got, cancelled or not.
+              return settling(() =>
+                database.saveInstance({
+                  instanceUuid,
+                  requestId,
+                  expectedTaskStates: [TaskState.SPAWNING],
+                  changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
+                }),
+              );
             },
           ),
         async (host, compute, error) => {

@@ -74,7 +74,8 @@ export async function inEvent<T>(
   await actionLog.startActionEvent({ requestId, event: name, host: event.host });
   try {
     const result = await body();
-    await actionLog.finishActionEvent({ requestId, event: name, result: 'Success' });
+    // Done is done, cancelled or not: the step's own record says so.
+    await settling(() => actionLog.finishActionEvent({ requestId, event: name, result: 'Success' }));
     return result;
   } catch (error) {
     await settling(() =>
@@ -101,7 +102,7 @@ export function settling<T>(work: () => Promise<T>): Promise<T> {
 export async function inAction<T>(requestId: string, body: () => Promise<T>, settle: () => Promise<void>): Promise<T> {
   try {
     const result = await body();
-    await actionLog.finishAction({ requestId, result: 'Success' });
+    await settling(() => actionLog.finishAction({ requestId, result: 'Success' }));
     return result;
   } catch (error) {
     await settling(async () => {

@@ -13,6 +13,7 @@ import {
   deleteSnapshotImage,
   inAction,
   inEvent,
+  settling,
   tagWorkflow,
   withRollback,
 } from './common.js';
@@ -31,8 +32,11 @@ export async function deleteInstance(rawInput: ActionInput): Promise<void> {
     async () => {
       if (imageId) await cancelOffloadTimer(instanceUuid, imageId);
       if (host) await terminateOnHost(instanceUuid, requestId, host);
-      if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
-      await database.markInstanceDeleted({ instanceUuid, requestId });
+      // Its host holds nothing of it any more: the delete ends, cancelled or not.
+      await settling(async () => {
+        if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
+        await database.markInstanceDeleted({ instanceUuid, requestId });
+      });
     },
     release,
   );

@@ -3,7 +3,16 @@
 import type { Instance } from '../lib/nova.js';
 import { PowerState, rootVolume, TaskState, VmState } from '../lib/nova.js';
 import { type ComputeHosts, configuredComputeHosts, database, images } from './activities.js';
-import { type ActionInput, checkedInput, claim, inAction, inEvent, tagWorkflow, withRollback } from './common.js';
+import {
+  type ActionInput,
+  checkedInput,
+  claim,
+  inAction,
+  inEvent,
+  settling,
+  tagWorkflow,
+  withRollback,
+} from './common.js';
 
 /**
  * The offload steps, for an instance claimed with task_state shelving_offloading, or shelving
@@ -25,19 +34,22 @@ export async function offloadInstance(instance: Instance, requestId: string, com
           // The disk goes only while its snapshot is in Glance as the shelve stored it.
           if (!rootVolume(instance)) await images.verifySnapshotImage({ instance });
           if (host) await compute(host).destroyInstance({ instanceUuid });
-          return database.saveInstance({
-            instanceUuid,
-            requestId,
-            expectedTaskStates: [TaskState.SHELVING_OFFLOADING, TaskState.SHELVING],
-            changes: {
-              vmState: VmState.SHELVED_OFFLOADED,
-              taskState: null,
-              powerState: PowerState.SHUTDOWN,
-              host: null,
-              node: null,
-              availabilityZone: null,
-            },
-          });
+          // The host holds nothing of it any more: offloaded, cancelled or not.
+          return settling(() =>
+            database.saveInstance({
+              instanceUuid,
+              requestId,
+              expectedTaskStates: [TaskState.SHELVING_OFFLOADING, TaskState.SHELVING],
+              changes: {
+                vmState: VmState.SHELVED_OFFLOADED,
+                taskState: null,
+                powerState: PowerState.SHUTDOWN,
+                host: null,
+                node: null,
+                availabilityZone: null,
+              },
+            }),
+          );
         },
       ),
     release,

@@ -14,6 +14,7 @@ import {
   inEvent,
   isFailure,
   reason,
+  settling,
   step,
   tagWorkflow,
   withRollback,
@@ -133,23 +134,26 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
           );
 
           step('recording the instance as shelved');
-          return save(
-            TaskState.SHELVING_IMAGE_UPLOADING,
-            {
-              vmState: VmState.SHELVED,
-              taskState: shelvedOffloadTime === 0 ? TaskState.SHELVING_OFFLOADING : null,
-              powerState: PowerState.SHUTDOWN,
-            },
-            {
-              setSystemMetadata: {
-                shelved_at: shelvedAtTimestamp(new Date()),
-                shelved_image_id: imageId,
-                shelved_host: host,
-                // What the offload and the unshelve check the snapshot against.
-                shelved_image_os_hash_algo: uploaded.osHashAlgo,
-                shelved_image_os_hash_value: uploaded.osHashValue,
+          // The snapshot is whole in Glance: an upload that completed is kept, cancelled or not.
+          return settling(() =>
+            save(
+              TaskState.SHELVING_IMAGE_UPLOADING,
+              {
+                vmState: VmState.SHELVED,
+                taskState: shelvedOffloadTime === 0 ? TaskState.SHELVING_OFFLOADING : null,
+                powerState: PowerState.SHUTDOWN,
               },
-            },
+              {
+                setSystemMetadata: {
+                  shelved_at: shelvedAtTimestamp(new Date()),
+                  shelved_image_id: imageId,
+                  shelved_host: host,
+                  // What the offload and the unshelve check the snapshot against.
+                  shelved_image_os_hash_algo: uploaded.osHashAlgo,
+                  shelved_image_os_hash_value: uploaded.osHashValue,
+                },
+              },
+            ),
           );
         },
         async (error) => {
@@ -163,11 +167,14 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
       if (shelvedOffloadTime > 0) {
         step(`starting the timer that offloads in ${shelvedOffloadTime}s`);
         // Abandoned: the timer outlives this workflow, which ends as soon as the instance is SHELVED.
-        await startChild(shelvedOffloadTimer, {
-          workflowId: offloadTimerWorkflowId(instanceUuid, imageId),
-          args: [{ instanceUuid, shelvedImageId: imageId, seconds: shelvedOffloadTime }],
-          parentClosePolicy: ParentClosePolicy.ABANDON,
-        });
+        // Started even if the shelve is cancelled now: the instance is SHELVED either way.
+        await settling(() =>
+          startChild(shelvedOffloadTimer, {
+            workflowId: offloadTimerWorkflowId(instanceUuid, imageId),
+            args: [{ instanceUuid, shelvedImageId: imageId, seconds: shelvedOffloadTime }],
+            parentClosePolicy: ParentClosePolicy.ABANDON,
+          }),
+        );
       }
       return shelved;
     },

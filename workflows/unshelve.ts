@@ -14,6 +14,7 @@ import {
   deleteSnapshotImage,
   inAction,
   inEvent,
+  settling,
   tagWorkflow,
   withRollback,
 } from './common.js';
@@ -80,8 +81,11 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
       );
 
       // Only now: an unshelve that failed leaves the instance SHELVED, and its timer still running.
-      if (imageId && instance.vmState === VmState.SHELVED) await cancelOffloadTimer(instanceUuid, imageId);
-      if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
+      // The instance is ACTIVE: a cancel from here on does not leave its snapshot behind.
+      await settling(async () => {
+        if (imageId && instance.vmState === VmState.SHELVED) await cancelOffloadTimer(instanceUuid, imageId);
+        if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
+      });
       return unshelved;
     },
     release,
@@ -99,13 +103,15 @@ async function powerOnInPlace(instance: Instance, requestId: string, compute: Co
   });
   return inEvent({ requestId, name: 'compute_start_instance', host, details: `powering on on ${host}` }, async () => {
     const powerState = await compute(host!).powerOnInstance({ instanceUuid });
-    return database.saveInstance({
-      instanceUuid,
-      requestId,
-      expectedTaskStates: [TaskState.POWERING_ON],
-      changes: { vmState: VmState.ACTIVE, taskState: null, powerState },
-      removeSystemMetadata: SHELVE_METADATA_KEYS,
-    });
+    return settling(() =>
+      database.saveInstance({
+        instanceUuid,
+        requestId,
+        expectedTaskStates: [TaskState.POWERING_ON],
+        changes: { vmState: VmState.ACTIVE, taskState: null, powerState },
+        removeSystemMetadata: SHELVE_METADATA_KEYS,
+      }),
+    );
   });
 }
 
@@ -157,13 +163,16 @@ async function spawnFromSnapshot(instance: Instance, requestId: string, input: U
         },
         async () => {
           const powerState = await compute(destination.host).spawnInstance({ instance: spawning, requestId, root });
-          return database.saveInstance({
-            instanceUuid,
-            requestId,
-            expectedTaskStates: [TaskState.SPAWNING],
-            changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
-            removeSystemMetadata: SHELVE_METADATA_KEYS,
-          });
+          // The guest runs: as far forward as it got, cancelled or not.
+          return settling(() =>
+            database.saveInstance({
+              instanceUuid,
+              requestId,
+              expectedTaskStates: [TaskState.SPAWNING],
+              changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
+              removeSystemMetadata: SHELVE_METADATA_KEYS,
+            }),
+          );
         },
       ),
     async (host, compute, error) => {

@@ -1,5 +1,6 @@
-// Nova's admin os-resetState, for what nothing else settles: a shelve whose workflow an operator
-// terminated (no code of it runs again) leaves the instance claimed, and only a reset frees it.
+// Nova's admin os-resetState: a shelve whose workflow an operator terminated (no code of it runs
+// again) leaves the instance claimed; a reset frees it at once (the reconciler would after its
+// grace period: test/faults/terminate.test.ts).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Context } from '@temporalio/activity';
 import type { FastifyInstance } from 'fastify';

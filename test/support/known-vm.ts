@@ -36,10 +36,13 @@ export async function buildKnownVm(
   stack: TestStack,
   host: string,
   {
+    availabilityZone,
     bootVolume,
     flavor,
     sizeMiB,
   }: {
+    /** The zone the instance is pinned to, so that an unshelve stays among the host's peers. */
+    availabilityZone?: string;
     bootVolume?: { sizeGb: number };
     flavor?: Partial<Flavor>;
     /** The boot image's virtual size (64 MiB by default). */
@@ -57,6 +60,7 @@ export async function buildKnownVm(
     imageRef: bootImageId,
     flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0, ...flavor },
     host,
+    availabilityZone,
     bootVolume,
   });
   await handle.result();

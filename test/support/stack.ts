@@ -3,12 +3,13 @@
 import { execFile } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
-import { Client } from '@temporalio/client';
+import { Client, ScheduleNotFoundError } from '@temporalio/client';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger, type NativeConnection, Runtime } from '@temporalio/worker';
 import type pg from 'pg';
 import { createComputeActivities } from '../../activities/compute.js';
 import { type Config, loadConfig } from '../../lib/config.js';
+import { RECONCILE_SCHEDULE_ID } from '../../lib/reconcile-schedule.js';
 import { connectClient } from '../../lib/temporal-client.js';
 import { GlanceClient } from '../../lib/glance.js';
 import { domainName, LibvirtConnection } from '../../lib/libvirt.js';
@@ -92,6 +93,13 @@ export async function startTestStack(settings: NodeJS.ProcessEnv = {}): Promise<
   const computeHosts = [await startComputeHost(config, workerConnection, pool, glance)];
   const connection = await connectClient(config);
   const client = new Client({ connection, namespace: config.temporal.namespace });
+  // A schedule the demo's conductor made would reconcile the tests' instances behind their back.
+  await client.schedule
+    .getHandle(RECONCILE_SCHEDULE_ID)
+    .pause('the tests run their own reconciles')
+    .catch((error: unknown) => {
+      if (!(error instanceof ScheduleNotFoundError)) throw error;
+    });
 
   return {
     config,

@@ -28,7 +28,8 @@ export async function startWorkerProcess(
     ['--import', 'tsx', path.join(repoDir, 'workers', `${kind}.ts`)],
     {
       cwd: repoDir,
-      env: { ...process.env, ...env },
+      // No reconciler schedule from a test's conductor: tests run their own reconciles, on their own instances.
+      env: { ...process.env, RECONCILE_INTERVAL: '0', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
