@@ -13,6 +13,7 @@ import type { ComputeActivities } from '../../activities/compute.js';
 import { createDatabaseActivities, getInstance } from '../../activities/database.js';
 import { type Action, startAction } from '../../lib/actions.js';
 import { type Instance, PowerState, VmState } from '../../lib/nova.js';
+import { reconcileNow } from '../support/faults.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { type StubHost, startStubHost } from '../support/stub-host.js';
 
@@ -116,14 +117,6 @@ describe('an action cancelled or terminated at each of its compute steps', () =>
     return { instanceUuid, handle };
   }
 
-  function reconcile(instanceUuids: string[]) {
-    return stack.client.workflow.execute('reconcileInstances', {
-      taskQueue: stack.config.temporal.conductorTaskQueue,
-      workflowId: `reconcile-test-${randomUUID()}`,
-      args: [{ graceSeconds: 0, instanceUuids }],
-    });
-  }
-
   /** The instance is free and in a settled state, and only the snapshot it needs is in Glance. */
   async function expectSettled(instanceUuid: string, testCase: Case): Promise<Instance> {
     const instance = await getInstance(stack.pool, instanceUuid);
@@ -167,7 +160,7 @@ describe('an action cancelled or terminated at each of its compute steps', () =>
       const { instanceUuid, handle } = await interruptedAt(testCase);
       await handle.terminate('test: an operator terminates');
       expect((await getInstance(stack.pool, instanceUuid)).taskState).not.toBeNull();
-      expect(await reconcile([instanceUuid])).toMatchObject({ claimsReleased: 1, failures: 0 });
+      expect(await reconcileNow(stack, [instanceUuid])).toMatchObject({ claimsReleased: 1, failures: 0 });
       const instance = await expectSettled(instanceUuid, testCase);
       expect((await listInstanceActions(stack.pool, instanceUuid))[0]).toMatchObject({
         message: 'Error',
@@ -181,7 +174,7 @@ describe('an action cancelled or terminated at each of its compute steps', () =>
     const instanceUuid = await instanceIn(VmState.ACTIVE);
     const workflowId = `shelve-never-started-${randomUUID()}`;
     await database.claimInstance({ instanceUuid, action: 'shelve', requestId: `req-${randomUUID()}`, workflowId });
-    expect(await reconcile([instanceUuid])).toMatchObject({ claimsReleased: 1, failures: 0 });
+    expect(await reconcileNow(stack, [instanceUuid])).toMatchObject({ claimsReleased: 1, failures: 0 });
     const instance = await getInstance(stack.pool, instanceUuid);
     expect(instance).toMatchObject({ vmState: 'active', taskState: null });
     expect((await listInstanceActions(stack.pool, instanceUuid))[0]).toMatchObject({

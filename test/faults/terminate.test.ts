@@ -20,8 +20,7 @@ import { ensureReconcileSchedule } from '../../lib/reconcile-schedule.js';
 import { domainName } from '../../lib/libvirt.js';
 import type { Instance } from '../../lib/nova.js';
 import { createSampleDisk, removeSampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
-import type { ReconcileSummary } from '../../workflows/reconcile.js';
-import { expectSingleSnapshot, midTransfer, startShelve } from '../support/faults.js';
+import { expectSingleSnapshot, midTransfer, reconcileNow, startShelve } from '../support/faults.js';
 import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -40,15 +39,6 @@ describe('an action terminated by an operator, then one reconcile', () => {
     await stack?.stop();
   });
 
-  /** One reconcile of these instances only (other tests' are not this test's to settle), no grace. */
-  function reconcile(instanceUuids: string[]): Promise<ReconcileSummary> {
-    return stack.client.workflow.execute('reconcileInstances', {
-      taskQueue: stack.config.temporal.conductorTaskQueue,
-      workflowId: `reconcile-test-${randomUUID()}`,
-      args: [{ graceSeconds: 0, instanceUuids }],
-    });
-  }
-
   async function terminate(handle: WorkflowHandle): Promise<void> {
     await handle.terminate('test: an operator terminates');
   }
@@ -65,7 +55,7 @@ describe('an action terminated by an operator, then one reconcile', () => {
     await terminate(handle);
     expect(await getInstance(stack.pool, vm.instanceUuid)).toMatchObject({ taskState: 'shelving_image_uploading' });
 
-    expect(await reconcile([vm.instanceUuid])).toEqual({
+    expect(await reconcileNow(stack, [vm.instanceUuid])).toEqual({
       claimsReleased: 1,
       powerStatesSynced: 0,
       imagesDeleted: 1,
@@ -93,7 +83,7 @@ describe('an action terminated by an operator, then one reconcile', () => {
     await midTransfer(handle, 'download');
     await terminate(handle);
 
-    expect(await reconcile([vm.instanceUuid])).toEqual({
+    expect(await reconcileNow(stack, [vm.instanceUuid])).toEqual({
       claimsReleased: 1,
       powerStatesSynced: 0,
       imagesDeleted: 0,
@@ -134,7 +124,7 @@ describe('an action terminated by an operator, then one reconcile', () => {
       await midTransfer(handle, 'download');
       await terminate(handle);
 
-      expect(await reconcile([instanceUuid])).toEqual({
+      expect(await reconcileNow(stack, [instanceUuid])).toEqual({
         claimsReleased: 1,
         powerStatesSynced: 0,
         imagesDeleted: 0,
@@ -167,7 +157,7 @@ describe('an action terminated by an operator, then one reconcile', () => {
     expect(await getInstance(stack.pool, vm.instanceUuid)).toMatchObject({ vmState: 'active', powerState: 1 });
     await promisify(execFile)('virsh', ['-c', stack.config.compute.libvirtUri, 'destroy', domainName(vm.instanceUuid)]);
 
-    expect(await reconcile([vm.instanceUuid])).toEqual({
+    expect(await reconcileNow(stack, [vm.instanceUuid])).toEqual({
       claimsReleased: 0,
       powerStatesSynced: 1,
       imagesDeleted: 0,

@@ -1,5 +1,6 @@
 // Breaking the stack's own services on purpose, at a chosen moment of an action.
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,6 +10,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { expect } from 'vitest';
 import { getInstance } from '../../activities/database.js';
 import { currentProgress, startAction } from '../../lib/actions.js';
+import type { ReconcileSummary } from '../../workflows/reconcile.js';
 import { e2eOwner, type KnownVm } from './known-vm.js';
 import type { TestStack } from './stack.js';
 
@@ -69,4 +71,16 @@ export function failureMessages(error: unknown): string {
   const messages: string[] = [];
   for (let cause = error; cause instanceof Error; cause = cause.cause) messages.push(cause.message);
   return messages.join(' <- ');
+}
+
+/**
+ * One run of the reconciler, as its Schedule would start it, on these instances only (other
+ * tests' are not the test's to settle) and with no grace period.
+ */
+export function reconcileNow(stack: TestStack, instanceUuids: string[]): Promise<ReconcileSummary> {
+  return stack.client.workflow.execute('reconcileInstances', {
+    taskQueue: stack.config.temporal.conductorTaskQueue,
+    workflowId: `reconcile-test-${randomUUID()}`,
+    args: [{ graceSeconds: 0, instanceUuids }],
+  });
 }
