@@ -119,10 +119,11 @@ describe('the openstack client against the API', () => {
   it('lists the compute services, and disables and enables one (2.53)', async () => {
     const { host } = stack.config.compute;
     const services = async () =>
-      (await openstack(admin, ['compute', 'service', 'list', '--long', '--host', host, '-f', 'json'], '2.53')) as Record<
-        string,
-        unknown
-      >[];
+      (await openstack(
+        admin,
+        ['compute', 'service', 'list', '--long', '--host', host, '-f', 'json'],
+        '2.53',
+      )) as Record<string, unknown>[];
     expect(await services()).toMatchObject([{ Binary: 'nova-compute', Host: host, Status: 'enabled', State: 'up' }]);
     const set = ['compute', 'service', 'set', host, 'nova-compute'];
     await openstack(admin, [...set, '--disable', '--disable-reason', 'osc test'], '2.53');
