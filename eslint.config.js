@@ -1,4 +1,7 @@
+import { builtinModules } from 'node:module';
 import js from '@eslint/js';
+import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
+import importX from 'eslint-plugin-import-x';
 import tseslint from 'typescript-eslint';
 
 // Subprocesses run from argument lists, never through a shell, so no name or metadata can be
@@ -10,12 +13,39 @@ const shellImports = ['exec', 'execSync'].map((name) => ({
 }));
 const query = "CallExpression[callee.property.name='query']";
 
+// Code the workflow sandbox runs: workflows and the pure modules they import. Temporal's bundler
+// refuses Node built-ins only when a worker starts; the linter says so in the editor.
+const sandboxFiles = ['workflows/**/*.ts', 'lib/nova.ts', 'lib/scheduler.ts', 'lib/temporal.ts'];
+const notInSandbox = [
+  ...builtinModules.flatMap((name) => [name, `node:${name}`]),
+  'pg',
+  '@temporalio/activity',
+  '@temporalio/client',
+  '@temporalio/worker',
+].map((name) => ({ name, message: 'Workflow code runs in the sandbox: no Node built-ins, I/O or client libraries.' }));
+
 export default tseslint.config(
   { ignores: ['node_modules/', '.stack/', 'test-output/'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
+    languageOptions: {
+      parserOptions: {
+        projectService: { allowDefaultProject: ['eslint.config.js'] },
+        tsconfigRootDir: import.meta.dirname,
+      },
+    },
+    plugins: { 'import-x': importX },
+    // Imports name './x.js' for './x.ts' (NodeNext): resolved as TypeScript resolves them.
+    settings: {
+      'import-x/resolver-next': [createTypeScriptImportResolver()],
+      'import-x/extensions': ['.ts', '.js'],
+      'import-x/parsers': { '@typescript-eslint/parser': ['.ts'] },
+    },
     rules: {
+      // Forgetting to await an activity, a workflow API or a query is a bug, not a style.
+      '@typescript-eslint/no-floating-promises': 'error',
+      'import-x/no-cycle': 'error',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_' }],
       '@typescript-eslint/consistent-type-imports': ['error', { fixStyle: 'inline-type-imports' }],
       'no-restricted-imports': [
@@ -38,5 +68,9 @@ export default tseslint.config(
         },
       ],
     },
+  },
+  {
+    files: sandboxFiles,
+    rules: { 'no-restricted-imports': ['error', { paths: [...shellImports, ...notInSandbox] }] },
   },
 );
