@@ -3,7 +3,7 @@
 //
 // A shelve snapshot belongs to the service's own project (glance.snapshotContext), not to the
 // instance's, and is protected: while it is the only copy of the disk, no tenant can upload into
-// it or delete it (README, Security). Only these activities unprotect and delete it.
+// it or delete it (docs/security.md, The snapshot). Only these activities unprotect and delete it.
 import { log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { GlanceClient, GlanceImage } from '../lib/glance.js';

@@ -1,5 +1,5 @@
 // All configuration, read once from the environment. Defaults point at the local stack that
-// scripts/stack starts; each can be pointed at an existing deployment instead (README).
+// scripts/stack starts; each can be pointed at an existing deployment instead (docs/stack.md).
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';

@@ -1,7 +1,7 @@
 // How every process reaches Temporal: TLS, a client certificate (mTLS) and an API key, read once
 // from the environment, and the one set of connection options built from them for the workers'
 // NativeConnection and the clients' Connection alike. Whoever reaches the Temporal frontend can
-// start any action and terminate any workflow (README, "Temporal is a trust boundary"), so a real
+// start any action and terminate any workflow (docs/security.md, "Temporal is a trust boundary"), so a real
 // deployment puts it behind mTLS or API keys.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';

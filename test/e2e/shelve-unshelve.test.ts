@@ -90,7 +90,7 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     expect(image).toMatchObject({
       status: 'active',
       name: `${vm.displayName}-shelved`,
-      // The service's, protected: no tenant can upload into it or delete it (README, Security).
+      // The service's, protected: no tenant can upload into it or delete it (docs/security.md, The snapshot).
       owner: stack.glance.snapshotContext.projectId,
       protected: true,
       visibility: 'private',

@@ -1,5 +1,5 @@
 // A hypervisor that refuses the domain, with the real compute activities on the real libvirtd and
-// QEMU: the action fails at once (one attempt, not ten) and rolls back as the README promises. And
+// QEMU: the action fails at once (one attempt, not ten) and rolls back as docs/guarantees.md promises. And
 // the fence: a domain another request defined is never started in the instance's place.
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';

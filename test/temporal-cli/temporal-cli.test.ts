@@ -1,4 +1,4 @@
-// Workflows started with the real `temporal` binary, as the README shows: they go through the
+// Workflows started with the real `temporal` binary, as docs/operations.md shows: they go through the
 // same claims and checks as the API's, and can be found by their search attributes.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
