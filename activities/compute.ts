@@ -511,7 +511,7 @@ export function createComputeActivities(config: Config['compute'], libvirt: Libv
   return computeActivities(config.host, {
     /**
      * Powers the instance off: a clean shutdown request, sent again every 10 s, up to `timeout`
-     * seconds for the guest to stop, then destroy (spec §5.6). Returns the power_state after.
+     * seconds for the guest to stop, then destroy (docs/nova-behaviour.md §5.6). Returns the power_state after.
      */
     async powerOffInstance({ instanceUuid, timeout }: { instanceUuid: string; timeout: number }): Promise<PowerState> {
       const domain = await libvirt.lookupInstance(instanceUuid);

@@ -503,7 +503,7 @@ export function createDatabaseActivities(pool: Pool) {
         // A retry (or the workflow taking over the API's claim) is not a new action.
         if (instance.taskState === null) actionsStarted.inc({ action });
         if (action === 'shelve') {
-          // Keeps the original image id for unshelve and rebuild (spec §1.3, bug 1893618).
+          // Keeps the original image id for unshelve and rebuild (docs/nova-behaviour.md §1.3, bug 1893618).
           await writeSystemMetadata(client, instanceUuid, { image_base_image_ref: instance.imageRef });
         }
         return getInstance(client, instanceUuid);

@@ -1,4 +1,4 @@
-// The request bodies Nova accepts for the calls served here (spec §6 for the shelve actions),
+// The request bodies Nova accepts for the calls served here (docs/nova-behaviour.md §6 for the shelve actions),
 // checked with JSON schemas.
 import { Ajv, type ErrorObject } from 'ajv';
 import { ApiFault } from './faults.js';

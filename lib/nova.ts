@@ -37,7 +37,7 @@ export const PowerState = {
 } as const;
 export type PowerState = (typeof PowerState)[keyof typeof PowerState];
 
-/** The vm_states each action may start from (spec §1.2). */
+/** The vm_states each action may start from (docs/nova-behaviour.md §1.2). */
 export const ALLOWED_VM_STATES = {
   shelve: [VmState.ACTIVE, VmState.STOPPED, VmState.PAUSED, VmState.SUSPENDED],
   shelveOffload: [VmState.SHELVED],
@@ -55,7 +55,7 @@ export const ALLOWED_VM_STATES = {
 } as const satisfies Record<string, readonly VmState[]>;
 export type InstanceAction = keyof typeof ALLOWED_VM_STATES;
 
-/** The task_state an action claims the instance with (spec §1.3, §1.5, §1.6). */
+/** The task_state an action claims the instance with (docs/nova-behaviour.md §1.3, §1.5, §1.6). */
 export const CLAIM_TASK_STATE: Record<InstanceAction, TaskState> = {
   shelve: TaskState.SHELVING,
   shelveOffload: TaskState.SHELVING_OFFLOADING,
@@ -70,7 +70,7 @@ export function isUuid(text: string): boolean {
   return UUID.test(text);
 }
 
-/** API status shown for a vm_state (spec §1.1). */
+/** API status shown for a vm_state (docs/nova-behaviour.md §1.1). */
 export function serverStatus(vmState: VmState): string {
   const byVmState: Record<VmState, string> = {
     building: 'BUILD',
@@ -158,7 +158,7 @@ export function rootVolume(instance: Pick<Instance, 'blockDeviceMappings'>): Blo
   return instance.blockDeviceMappings.find((bdm) => bdm.bootIndex === 0 && bdm.destinationType === 'volume');
 }
 
-/** system_metadata keys written at shelve and removed at unshelve (spec §2.1). */
+/** system_metadata keys written at shelve and removed at unshelve (docs/nova-behaviour.md §2.1). */
 export const SHELVE_METADATA_KEYS = [
   'shelved_at',
   'shelved_image_id',
@@ -182,7 +182,7 @@ export function shelvedImageName(instance: Pick<Instance, 'displayName'>): strin
   return `${characters.slice(0, 255 - suffix.length).join('')}${suffix}`;
 }
 
-// system_metadata image_* keys that are not inherited by a snapshot (spec §2.3).
+// system_metadata image_* keys that are not inherited by a snapshot (docs/nova-behaviour.md §2.3).
 const NON_INHERITABLE_IMAGE_PROPERTIES = new Set([
   'mappings',
   'block_device_mapping',
@@ -204,7 +204,7 @@ function inheritable(property: string): boolean {
 }
 
 /**
- * The properties of the snapshot image a shelve uploads, as Nova sets them (spec §2.3): every
+ * The properties of the snapshot image a shelve uploads, as Nova sets them (docs/nova-behaviour.md §2.3): every
  * image_* system_metadata entry with the prefix stripped, the flavor as instance_type_*, and the
  * snapshot markers.
  */
@@ -261,7 +261,7 @@ const GLANCE_IMAGE_FIELDS = new Set([
 
 /**
  * The system_metadata Nova keeps of the image an instance was built from: its disk and container
- * formats, minimums and properties, each as `image_<name>` (spec §2.3).
+ * formats, minimums and properties, each as `image_<name>` (docs/nova-behaviour.md §2.3).
  */
 export function imageSystemMetadata(image: Record<string, unknown>): Record<string, string> {
   const metadata: Record<string, string> = {};

@@ -93,7 +93,7 @@ export function selectHost(hosts: readonly HostState[], spec: RequestSpec): Host
 }
 
 /**
- * The zone an unshelve schedules in (spec §5.2): the one the request names when it names one
+ * The zone an unshelve schedules in (docs/nova-behaviour.md §5.2): the one the request names when it names one
  * (null unpins), else the one the instance is pinned to.
  */
 export function targetZone(

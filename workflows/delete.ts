@@ -1,6 +1,6 @@
 // Delete: the server goes, with its domain and files on its host and its shelve snapshot in
 // Glance; its volumes stay. A shelved or offloaded server is deleted as any other, whatever
-// became of its snapshot (spec §6: delete always works on a shelved server). On a host that is
+// became of its snapshot (docs/nova-behaviour.md §6: delete always works on a shelved server). On a host that is
 // down the server is deleted from the database alone (Nova's local delete), and the host removes
 // its domain and files when its worker starts again (workers/compute.ts claimHost).
 import { log } from '@temporalio/workflow';

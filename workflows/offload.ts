@@ -1,5 +1,5 @@
 // Shelve-offload: free the host of a shelved instance. It then exists only in the database and
-// in Glance (spec §1.5).
+// in Glance (docs/nova-behaviour.md §1.5).
 import type { Instance } from '../lib/nova.js';
 import { PowerState, rootVolume, TaskState, VmState } from '../lib/nova.js';
 import { type ComputeHosts, configuredComputeHosts, database, images } from './activities.js';
@@ -16,7 +16,7 @@ import {
 
 /**
  * The offload steps, for an instance claimed with task_state shelving_offloading, or shelving
- * when a volume-backed shelve offloads at once (spec §1.4).
+ * when a volume-backed shelve offloads at once (docs/nova-behaviour.md §1.4).
  */
 export async function offloadInstance(instance: Instance, requestId: string, compute: ComputeHosts): Promise<Instance> {
   const { uuid: instanceUuid, host } = instance;

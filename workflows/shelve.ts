@@ -1,5 +1,5 @@
 // Shelve: power the instance off, snapshot its root disk into Glance, record it SHELVED, and
-// offload it now, later or never as shelved_offload_time says (spec §1.3). A failure deletes the
+// offload it now, later or never as shelved_offload_time says (docs/nova-behaviour.md §1.3). A failure deletes the
 // half-made image and frees the instance for another try.
 import { ParentClosePolicy, startChild, uuid4 } from '@temporalio/workflow';
 import { type Instance, PowerState, rootVolume, shelvedAtTimestamp, TaskState, VmState } from '../lib/nova.js';
@@ -71,7 +71,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
     async () => {
       const defaults = await settings.conductorSettings();
       const compute = computeHosts(defaults.computeHostTimeout);
-      // A paused guest cannot answer a shutdown request: always a hard power-off (spec §8.5).
+      // A paused guest cannot answer a shutdown request: always a hard power-off (docs/nova-behaviour.md §8.5).
       const shutdownTimeout =
         claimed.powerState === PowerState.PAUSED
           ? 0
@@ -184,7 +184,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
 
 /**
  * A volume-backed instance takes no image: its root volume stays in the pool, so it is powered
- * off and offloaded at once, whatever shelved_offload_time says, and gets no shelved_* keys (spec §1.4).
+ * off and offloaded at once, whatever shelved_offload_time says, and gets no shelved_* keys (docs/nova-behaviour.md §1.4).
  */
 async function shelveVolumeBacked(
   claimed: Instance,

@@ -1,6 +1,6 @@
 // Unshelve: a SHELVED instance powers on again on its own host; a SHELVED_OFFLOADED one is
 // spawned as new from its snapshot on a host the scheduler picks (or the one asked for). Then
-// the snapshot is deleted and the shelve metadata cleared (spec §1.6).
+// the snapshot is deleted and the shelve metadata cleared (docs/nova-behaviour.md §1.6).
 import { ApplicationFailure } from '@temporalio/workflow';
 import type { RootDiskSource } from '../activities/compute.js';
 import { type Instance, PowerState, rootVolume, SHELVE_METADATA_KEYS, TaskState, VmState } from '../lib/nova.js';
@@ -116,7 +116,7 @@ async function powerOnInPlace(instance: Instance, requestId: string, compute: Co
 }
 
 /**
- * A volume-backed instance comes back on its own volume (no image, spec §4); any other from its
+ * A volume-backed instance comes back on its own volume (no image, docs/nova-behaviour.md §4); any other from its
  * shelve snapshot, which must still be in Glance.
  */
 async function rootDiskSource(instance: Instance, requestId: string): Promise<RootDiskSource> {

@@ -1,4 +1,4 @@
-// Unshelve scheduling with availability zones and named hosts (spec §5.2, Nova 2.77 and 2.91),
+// Unshelve scheduling with availability zones and named hosts (docs/nova-behaviour.md §5.2, Nova 2.77 and 2.91),
 // on two stub hosts in zones of their own.
 import { randomUUID } from 'node:crypto';
 import { WorkflowFailedError } from '@temporalio/client';

@@ -1,4 +1,4 @@
-// Shelve-offload as its own action (spec §1.5, transitions O1 and O2), on a stub compute host.
+// Shelve-offload as its own action (docs/nova-behaviour.md §1.5, transitions O1 and O2), on a stub compute host.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../activities/action-log.js';
 import { startAction } from '../../lib/actions.js';

@@ -1,5 +1,5 @@
-// Shelve starts from active, stopped, paused and suspended (spec §1.2), and a paused guest is
-// always powered off hard (spec §8.5). vm-shelve has no stop or pause action of its own, so the
+// Shelve starts from active, stopped, paused and suspended (docs/nova-behaviour.md §1.2), and a paused guest is
+// always powered off hard (docs/nova-behaviour.md §8.5). vm-shelve has no stop or pause action of its own, so the
 // test puts the instance in those states in the database.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getInstance } from '../../activities/database.js';

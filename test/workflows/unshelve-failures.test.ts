@@ -1,4 +1,4 @@
-// Unshelve failures leave an instance the user can act on (spec §5.5, and better than Nova's
+// Unshelve failures leave an instance the user can act on (docs/nova-behaviour.md §5.5, and better than Nova's
 // ERROR for a missing image), on a stub compute host beside the real conductor and Glance.
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
