@@ -2,26 +2,20 @@
 // (with a reason) so the scheduler sends it nothing new, enable it, or force it down so that it
 // counts as down at once. Microversion 2.53 and later name a service by its uuid; before, by host.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Pool } from 'pg';
 import {
   type ComputeService,
   type ComputeServiceChanges,
   listComputeServices,
   updateComputeService,
-} from '../activities/database.js';
-import type { RequestContext } from './context.js';
-import { ApiFault } from './faults.js';
-import { atLeast, type Microversion } from './microversions.js';
+} from '../../activities/database.js';
+import { ApiFault } from '../faults.js';
+import { atLeast, type Microversion } from '../microversions.js';
+import type { RouteDependencies } from '../requests.js';
 
 /** The only service binary this project runs, under Nova's name. */
 const BINARY = 'nova-compute';
 /** Nova's limit on disabled_reason. */
 const MAX_REASON_LENGTH = 255;
-
-type Begin = (
-  request: FastifyRequest,
-  reply: FastifyReply,
-) => Promise<{ context: RequestContext; version: Microversion }>;
 
 function serviceView(service: ComputeService, version: Microversion) {
   return {
@@ -118,7 +112,7 @@ function legacyChangesOf(
   return { host: body.host, changes };
 }
 
-export function registerServiceRoutes(app: FastifyInstance, { begin, pool }: { begin: Begin; pool: Pool }): void {
+export function registerServiceRoutes(app: FastifyInstance, { begin, pool }: RouteDependencies): void {
   async function admin(request: FastifyRequest, reply: FastifyReply, rule: string): Promise<Microversion> {
     const { context, version } = await begin(request, reply);
     if (!context.isAdmin)
