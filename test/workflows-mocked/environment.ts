@@ -1,0 +1,125 @@
+// What the workflow tests of the fast tier run on: a Temporal dev server of their own, the
+// conductor's workflows on a Worker whose activities are in-memory fakes
+// (test/support/fake-activities.ts), and stub compute activities on one host's task queue.
+//
+// createTimeSkipping() would let a timer of a day pass in milliseconds, but it needs the Java test
+// server, which is downloaded on first use and cannot be on this machine (no GitHub access). The
+// Temporal CLI that scripts/setup builds is here: a real dev server, where time passes for real.
+import { randomUUID } from 'node:crypto';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundle } from '@temporalio/worker';
+import type { ComputeActivities } from '../../activities/compute.js';
+import { PowerState } from '../../lib/nova.js';
+import { ComputeHost, computeTaskQueue, InstanceAction, InstanceUuid } from '../../lib/temporal.js';
+import { HEARTBEAT_THROTTLE } from '../../workers/compute.js';
+import type { FakeConductor } from '../support/fake-activities.js';
+
+/** Who cancels in these tests, as the actions log records it. */
+export const testIdentity = 'operator@workflows-mocked';
+
+/** The Temporal CLI scripts/setup builds (scripts/common.sh, temporal_bin), unless TEMPORAL_CLI names one. */
+function temporalCli(): string {
+  const cache =
+    process.env.VM_SHELVE_CACHE ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(homedir(), '.cache'), 'vm-shelve');
+  return process.env.TEMPORAL_CLI ?? path.join(cache, 'temporal-cli-1.5.1', 'temporal');
+}
+
+export interface MockedTemporal {
+  env: TestWorkflowEnvironment;
+  /** The workflows and the conductor's interceptors, bundled once for every Worker of a file. */
+  workflowBundle: WorkflowBundle;
+}
+
+export async function startMockedTemporal(): Promise<MockedTemporal> {
+  // As Temporal's samples: warnings and errors only, not every worker's state changes.
+  const { logger } = Runtime.install({ logger: new DefaultLogger('WARN') });
+  const [env, workflowBundle] = await Promise.all([
+    TestWorkflowEnvironment.createLocal({
+      server: {
+        executable: { type: 'existing-path', path: temporalCli() },
+        // The workflows tag themselves with these, as scripts/stack registers them.
+        searchAttributes: [InstanceUuid, ComputeHost, InstanceAction],
+      },
+      client: { identity: testIdentity },
+    }),
+    bundleWorkflowCode({
+      workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
+      workflowInterceptorModules: [fileURLToPath(new URL('../../workflows/interceptors.ts', import.meta.url))],
+      logger,
+    }),
+  ]);
+  return { env, workflowBundle };
+}
+
+/** A host name of the test's own: no task of another test's workflow reaches its stub. */
+export function newHost(): string {
+  return `h1-${randomUUID().slice(0, 8)}`;
+}
+
+export interface StubCompute {
+  activities: ComputeActivities;
+  /** The compute steps run, in order. */
+  calls: (keyof ComputeActivities)[];
+}
+
+/** Compute activities that succeed at once, as test/support/stub-host.ts's, but for `overrides`. */
+export function stubCompute(fake: FakeConductor, overrides: Partial<ComputeActivities> = {}): StubCompute {
+  const calls: (keyof ComputeActivities)[] = [];
+  const stubs: ComputeActivities = {
+    async powerOffInstance() {
+      return PowerState.SHUTDOWN;
+    },
+    async snapshotInstance({ imageId }) {
+      return fake.upload(imageId);
+    },
+    async destroyInstance() {},
+    async spawnInstance() {
+      return PowerState.RUNNING;
+    },
+    async powerOnInstance() {
+      return PowerState.RUNNING;
+    },
+    async listInstancePowerStates() {
+      return {};
+    },
+    ...overrides,
+  };
+  const recorded = Object.fromEntries(
+    Object.entries(stubs).map(([step, run]) => [
+      step,
+      (...args: never[]) => {
+        calls.push(step as keyof ComputeActivities);
+        return (run as (...args: never[]) => Promise<unknown>)(...args);
+      },
+    ]),
+  ) as ComputeActivities;
+  return { activities: recorded, calls };
+}
+
+/**
+ * Runs `body` while a conductor Worker (on a task queue of its own, passed to `body`) and the
+ * host's compute Worker run, and stops both when it ends.
+ */
+export async function withWorkers<T>(
+  { env, workflowBundle }: MockedTemporal,
+  fake: FakeConductor,
+  host: string,
+  compute: StubCompute,
+  body: (taskQueue: string) => Promise<T>,
+): Promise<T> {
+  const taskQueue = `conductor-${randomUUID()}`;
+  const [conductor, computeWorker] = await Promise.all([
+    Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle, activities: fake.activities }),
+    Worker.create({
+      connection: env.nativeConnection,
+      taskQueue: computeTaskQueue(host),
+      // As workers/compute.ts: a cancel reaches a running step within a second.
+      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+      activities: compute.activities,
+    }),
+  ]);
+  return conductor.runUntil(computeWorker.runUntil(body(taskQueue)));
+}
