@@ -3,8 +3,9 @@
 // (test/support/fake-activities.ts), and stub compute activities on one host's task queue.
 //
 // createTimeSkipping() would let a timer of a day pass in milliseconds, but it needs the Java test
-// server, which is downloaded on first use and cannot be on this machine (no GitHub access). The
-// Temporal CLI that scripts/setup builds is here: a real dev server, where time passes for real.
+// server, which the SDK downloads on first use from temporal.download: not reachable from this
+// machine. The Temporal CLI that scripts/setup builds is here: a real dev server, where time passes
+// for real.
 import { randomUUID } from 'node:crypto';
 import { homedir } from 'node:os';
 import path from 'node:path';
@@ -34,7 +35,8 @@ export interface MockedTemporal {
 }
 
 export async function startMockedTemporal(): Promise<MockedTemporal> {
-  // As Temporal's samples: warnings and errors only, not every worker's state changes.
+  // As Temporal's samples: warnings and errors only, not every worker's state changes. Once per
+  // process, which vitest gives each test file.
   const { logger } = Runtime.install({ logger: new DefaultLogger('WARN') });
   const [env, workflowBundle] = await Promise.all([
     TestWorkflowEnvironment.createLocal({
