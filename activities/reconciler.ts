@@ -1,5 +1,5 @@
 // The reconciler's reads and writes on PostgreSQL and Glance: claims no workflow will release,
-// power states libvirt contradicts, snapshot images a dead shelve left half-made. Every write is
+// power states libvirt contradicts, snapshot images a dead action left that nothing needs. Every write is
 // a compare-and-swap on what was found, so a reconcile never undoes an action that began since.
 import { log } from '@temporalio/activity';
 import type { Pool } from 'pg';
@@ -35,7 +35,7 @@ export interface ClaimRelease {
 }
 
 /** The snapshot image of a shelve, in a state no unshelve can use. */
-export interface HalfMadeImage {
+export interface OrphanedSnapshot {
   imageId: string;
   instanceUuid: string;
   status: GlanceImage['status'];
@@ -43,7 +43,11 @@ export interface HalfMadeImage {
 
 /** How long a compute host may stay silent before it counts as down, as for the scheduler. */
 const SERVICE_DOWN_SECONDS = 60;
-const HALF_MADE: GlanceImage['status'][] = ['queued', 'saving', 'killed'];
+/**
+ * Every status a shelve snapshot can be left in: half-made (queued, saving, killed), or whole
+ * (active) by a shelve that ended between its upload and its SHELVED save.
+ */
+const SNAPSHOT_STATUSES: GlanceImage['status'][] = ['queued', 'saving', 'killed', 'active'];
 const SHELVE_TASKS = [TaskState.SHELVING, TaskState.SHELVING_IMAGE_PENDING_UPLOAD, TaskState.SHELVING_IMAGE_UPLOADING];
 
 export function createReconcilerActivities(pool: Pool, glance: GlanceClient) {
@@ -133,15 +137,15 @@ export function createReconcilerActivities(pool: Pool, glance: GlanceClient) {
     },
 
     /**
-     * Shelve snapshots older than the grace period that no unshelve can use (queued, saving,
-     * killed) and nothing needs: no instance's shelved_image_id, and no shelve of their instance
-     * still under way (it may be uploading into one).
+     * Shelve snapshots older than the grace period that nothing needs: no live instance's
+     * shelved_image_id, and no shelve of their instance still under way (it may be uploading into
+     * one, or be about to record it).
      */
-    async listHalfMadeImages({ graceSeconds, instanceUuids }: ReconcileScope): Promise<HalfMadeImage[]> {
+    async listOrphanedSnapshots({ graceSeconds, instanceUuids }: ReconcileScope): Promise<OrphanedSnapshot[]> {
       const owner = glance.snapshotContext.projectId;
       const cutoff = Date.now() - graceSeconds * 1000;
       const candidates = [];
-      for (const status of HALF_MADE) {
+      for (const status of SNAPSHOT_STATUSES) {
         for (const image of await glance.listImages(glance.snapshotContext, { owner, status })) {
           const instanceUuid = image.instance_uuid;
           const ours =

@@ -22,7 +22,7 @@ export async function ensureReconcileSchedule(
       workflowId: scheduleId,
       taskQueue: config.temporal.conductorTaskQueue,
       args: [{}],
-      staticSummary: 'release claims whose workflow is closed, sync power states, delete half-made images',
+      staticSummary: 'release claims whose workflow is closed, sync power states, delete orphaned snapshots',
     },
     policies: { overlap: ScheduleOverlapPolicy.SKIP },
   };

@@ -60,8 +60,11 @@ export const actionLog = proxyLocalActivities<ActionLogActivities>({ startToClos
 
 export type ComputeHosts = (host: string) => ComputeActivities;
 
-/** A step no worker took in time: the host's compute worker is down, or was never started. */
-function hostUnavailable(error: unknown, host: string, step: string, seconds: number): unknown {
+/**
+ * A step no worker took in time (its host's compute worker is down, or was never started), as the
+ * readable, non-retryable failure the action rolls back on; any other failure as it is.
+ */
+export function hostUnavailable(error: unknown, host: string): unknown {
   const timedOut =
     error instanceof ActivityFailure &&
     error.cause instanceof TimeoutFailure &&
@@ -69,8 +72,9 @@ function hostUnavailable(error: unknown, host: string, step: string, seconds: nu
   return timedOut
     ? ApplicationFailure.create({
         type: 'ComputeHostUnavailable',
-        message: `Compute host ${host} did not take the step ${step} within ${seconds}s: is its compute worker running?`,
+        message: `Compute host ${host} did not take the step ${error.activityType} in time: is its compute worker running?`,
         nonRetryable: true,
+        cause: error,
       })
     : error;
 }
@@ -78,11 +82,11 @@ function hostUnavailable(error: unknown, host: string, step: string, seconds: nu
 /**
  * Activities on compute hosts, each sent to its host's own task queue. Disk copies take long, so
  * they heartbeat: a dead host is noticed within the heartbeat timeout, not at the end of the copy.
- * A host whose worker does not take a step within `hostTimeout` seconds fails the step cleanly.
+ * A step no worker takes within `hostTimeout` seconds fails (inEvent names it: hostUnavailable).
  */
 export function computeHosts(hostTimeout: number): ComputeHosts {
-  return (host) => {
-    const activities = proxyActivities<ComputeActivities>({
+  return (host) =>
+    proxyActivities<ComputeActivities>({
       taskQueue: computeTaskQueue(host),
       scheduleToStartTimeout: `${hostTimeout} seconds`,
       // Liveness comes from the heartbeat; the day is only an outer bound, which no disk reaches.
@@ -92,15 +96,6 @@ export function computeHosts(hostTimeout: number): ComputeHosts {
       // Each attempt of a disk copy may take long: fewer of them.
       retry: { ...retry, maximumAttempts: 10 },
     });
-    return new Proxy(activities, {
-      get:
-        (target, step: keyof ComputeActivities & string) =>
-        (...args: unknown[]) =>
-          (target[step] as (...args: unknown[]) => Promise<unknown>)(...args).catch((error: unknown) => {
-            throw hostUnavailable(error, host, step, hostTimeout);
-          }),
-    });
-  };
 }
 
 /** computeHosts with the conductor's configured deadline. */

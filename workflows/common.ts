@@ -13,7 +13,7 @@ import {
 import { ComputeHost, InstanceAction, InstanceUuid, offloadTimerWorkflowId } from '../lib/temporal.js';
 import type { ClaimRequest } from '../activities/database.js';
 import type { Instance } from '../lib/nova.js';
-import { actionLog, database, images, temporal } from './activities.js';
+import { actionLog, database, hostUnavailable, images, temporal } from './activities.js';
 
 export interface ActionInput {
   instanceUuid: string;
@@ -77,7 +77,8 @@ export async function inEvent<T>(
     // Done is done, cancelled or not: the step's own record says so.
     await settling(() => actionLog.finishActionEvent({ requestId, event: name, result: 'Success' }));
     return result;
-  } catch (error) {
+  } catch (caught) {
+    const error = event.host ? hostUnavailable(caught, event.host) : caught;
     await settling(() =>
       actionLog.finishActionEvent({ requestId, event: name, result: 'Error', traceback: traceback(reason(error)) }),
     );

@@ -1,7 +1,7 @@
 // The reconciler, run every RECONCILE_INTERVAL seconds by a Temporal Schedule: it settles what
 // no workflow will settle any more. Claims whose workflow is closed (terminated, say) are
 // released as that action's rollback would have; power states follow what libvirt shows (Nova's
-// _sync_power_states); snapshot images a dead shelve left half-made are deleted. Each item is
+// _sync_power_states); snapshot images a dead action left that nothing needs are deleted. Each item is
 // best effort: one that fails is logged and tried again by the next run.
 import { log } from '@temporalio/workflow';
 import type { StrandedClaim } from '../activities/reconciler.js';
@@ -66,9 +66,9 @@ export async function reconcileInstances(input: ReconcileInput = {}): Promise<Re
     );
   }
 
-  step('deleting half-made snapshot images');
-  for (const image of await reconciler.listHalfMadeImages(scope)) {
-    summary.imagesDeleted += await bestEffort('delete of a half-made image', image, async () => {
+  step('deleting orphaned snapshot images');
+  for (const image of await reconciler.listOrphanedSnapshots(scope)) {
+    summary.imagesDeleted += await bestEffort('delete of an orphaned snapshot image', image, async () => {
       await images.deleteSnapshotImage({ imageId: image.imageId });
       return 1;
     });

@@ -146,7 +146,8 @@ describe('a soak of shelves and unshelves under random faults', () => {
     expect(total).toBeGreaterThan(0);
     expect([...faults.values()].reduce((sum, n) => sum + n, 0)).toBeGreaterThan(0);
 
-    // Settled, and brought back to ACTIVE: its bytes intact, nothing left in Glance or libvirt.
+    // Settled (one reconcile, as the Schedule runs), and brought back to ACTIVE: its bytes intact,
+    // nothing left in Glance or libvirt.
     await reconcileNow(
       stack,
       vms.map((vm) => vm.instanceUuid),
@@ -155,8 +156,10 @@ describe('a soak of shelves and unshelves under random faults', () => {
       const instance = await getInstance(stack.pool, vm.instanceUuid);
       expect(instance.taskState, vm.instanceUuid).toBeNull();
       if (instance.vmState !== VmState.ACTIVE) {
-        expect(instance.vmState).toBe(VmState.SHELVED_OFFLOADED);
-        expect(await stack.libvirt.lookupInstance(vm.instanceUuid)).toBeNull();
+        // A shelve interrupted in its offload stays SHELVED, its domain kept; offloaded has none.
+        expect([VmState.SHELVED, VmState.SHELVED_OFFLOADED]).toContain(instance.vmState);
+        const domain = await stack.libvirt.lookupInstance(vm.instanceUuid);
+        expect(domain === null).toBe(instance.vmState === VmState.SHELVED_OFFLOADED);
         await (await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: vm.instanceUuid })).result();
       }
       expect(await getInstance(stack.pool, vm.instanceUuid)).toMatchObject({ vmState: 'active', host });
