@@ -35,6 +35,34 @@ export interface StubHost {
   stop(options?: { keepSnapshots?: boolean }): Promise<void>;
 }
 
+/**
+ * Compute activities that succeed at once, with `snapshot` as the upload, but for `overrides`:
+ * for tests whose subject is the workflow, not the hypervisor.
+ */
+export function stubComputeActivities(
+  snapshot: (imageId: string) => Promise<UploadedSnapshot>,
+  overrides: Partial<ComputeActivities> = {},
+): ComputeActivities {
+  return {
+    async powerOffInstance() {
+      return PowerState.SHUTDOWN;
+    },
+    snapshotInstance: ({ imageId }) => snapshot(imageId),
+    async destroyInstance() {},
+    async spawnInstance() {
+      return PowerState.RUNNING;
+    },
+    async powerOnInstance() {
+      return PowerState.RUNNING;
+    },
+    // A stub host has no domains: the reconciler must not be pointed at its instances.
+    async listInstancePowerStates() {
+      return {};
+    },
+    ...overrides,
+  };
+}
+
 export interface StubHostOptions {
   /** Its name; a new one each time unless a test brings a host back. */
   host?: string;
@@ -56,24 +84,7 @@ export async function startStubHost(
     const osHashAlgo = stack.glance.hashingAlgorithm;
     return { size: data.length, osHashAlgo, osHashValue: createHash(osHashAlgo).update(data).digest('hex') };
   };
-  const activities: ComputeActivities = {
-    async powerOffInstance() {
-      return PowerState.SHUTDOWN;
-    },
-    snapshotInstance: ({ imageId }) => snapshot(imageId),
-    async destroyInstance() {},
-    async spawnInstance() {
-      return PowerState.RUNNING;
-    },
-    async powerOnInstance() {
-      return PowerState.RUNNING;
-    },
-    // A stub host has no domains: the reconciler must not be pointed at its instances.
-    async listInstancePowerStates() {
-      return {};
-    },
-    ...overrides,
-  };
+  const activities = stubComputeActivities(snapshot, overrides);
   const connection = await connectWorker(stack.config);
   const worker = await Worker.create({
     connection,

@@ -13,10 +13,10 @@ import { fileURLToPath } from 'node:url';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundle } from '@temporalio/worker';
 import type { ComputeActivities } from '../../activities/compute.js';
-import { PowerState } from '../../lib/nova.js';
 import { ComputeHost, computeTaskQueue, InstanceAction, InstanceUuid } from '../../lib/temporal.js';
 import { HEARTBEAT_THROTTLE } from '../../workers/compute.js';
 import type { FakeConductor } from '../support/fake-activities.js';
+import { stubComputeActivities } from '../support/stub-host.js';
 
 /** Who cancels in these tests, as the actions log records it. */
 export const testIdentity = 'operator@workflows-mocked';
@@ -70,25 +70,7 @@ export interface StubCompute {
 /** Compute activities that succeed at once, as test/support/stub-host.ts's, but for `overrides`. */
 export function stubCompute(fake: FakeConductor, overrides: Partial<ComputeActivities> = {}): StubCompute {
   const calls: (keyof ComputeActivities)[] = [];
-  const stubs: ComputeActivities = {
-    async powerOffInstance() {
-      return PowerState.SHUTDOWN;
-    },
-    async snapshotInstance({ imageId }) {
-      return fake.upload(imageId);
-    },
-    async destroyInstance() {},
-    async spawnInstance() {
-      return PowerState.RUNNING;
-    },
-    async powerOnInstance() {
-      return PowerState.RUNNING;
-    },
-    async listInstancePowerStates() {
-      return {};
-    },
-    ...overrides,
-  };
+  const stubs = stubComputeActivities(async (imageId) => fake.upload(imageId), overrides);
   const recorded = Object.fromEntries(
     Object.entries(stubs).map(([step, run]) => [
       step,
