@@ -12,19 +12,20 @@ import { type StubHost, startStubHost, testOwner } from '../support/stub-host.js
 describe('a shelve that fails during the upload', () => {
   let stack: TestStack;
   let stub: StubHost;
-  let instanceUuid: string;
-  let uploadFails = true;
+  /** The instances whose uploads fail, and the images each shelve of an instance was given. */
+  const failing = new Set<string>();
+  const images = new Map<string, string[]>();
 
   beforeAll(async () => {
     stack = await startTestStack();
     stub = await startStubHost(stack, {
-      async snapshotInstance({ imageId }) {
-        if (!uploadFails) return stub.snapshot(imageId);
+      async snapshotInstance({ instance, imageId }) {
+        images.set(instance.uuid, [...(images.get(instance.uuid) ?? []), imageId]);
+        if (!failing.has(instance.uuid)) return stub.snapshot(imageId);
         stub.snapshots.push(imageId);
         throw ApplicationFailure.nonRetryable('No space left on device', 'DiskFull');
       },
     });
-    instanceUuid = (await stub.buildInstance()).uuid;
   });
 
   afterAll(async () => {
@@ -32,20 +33,29 @@ describe('a shelve that fails during the upload', () => {
     await stack?.stop();
   });
 
-  it('fails with the reason, deletes its half-made image and frees the instance', async () => {
+  /** An instance of the test's own, and a shelve of it that fails in its upload. */
+  async function failedShelve(): Promise<{ instanceUuid: string; error: unknown }> {
+    const instanceUuid = (await stub.buildInstance()).uuid;
+    failing.add(instanceUuid);
     const handle = await startAction(stack.client, stack.config, 'shelve', { instanceUuid, shelvedOffloadTime: -1 });
-    const error = await handle.result().catch((failure: unknown) => failure);
+    return { instanceUuid, error: await handle.result().catch((failure: unknown) => failure) };
+  }
+
+  it('fails with the reason, deletes its half-made image and frees the instance', async () => {
+    const { instanceUuid, error } = await failedShelve();
     expect(error).toBeInstanceOf(WorkflowFailedError);
     expect((error as WorkflowFailedError).cause?.message).toBe('No space left on device');
 
-    expect(stub.snapshots).toHaveLength(1);
-    expect(await stack.glance.getImage(testOwner, stub.snapshots[0]!)).toBeNull();
+    const made = images.get(instanceUuid)!;
+    expect(made).toHaveLength(1);
+    expect(await stack.glance.getImage(testOwner, made[0]!)).toBeNull();
     const instance = await getInstance(stack.pool, instanceUuid);
     expect(instance).toMatchObject({ vmState: 'active', taskState: null, host: stub.host });
     expect(instance.systemMetadata).not.toHaveProperty('shelved_image_id');
   });
 
   it('records the failed step in the actions log, with its traceback', async () => {
+    const { instanceUuid } = await failedShelve();
     const [shelve, create] = await listInstanceActions(stack.pool, instanceUuid);
     expect(create).toMatchObject({ action: 'create', message: null });
     expect(shelve).toMatchObject({ action: 'shelve', message: 'Error', userId: testOwner.userId });
@@ -60,10 +70,11 @@ describe('a shelve that fails during the upload', () => {
   });
 
   it('lets the next shelve claim the instance and finish', async () => {
-    uploadFails = false;
+    const { instanceUuid } = await failedShelve();
+    failing.delete(instanceUuid);
     const handle = await startAction(stack.client, stack.config, 'shelve', { instanceUuid, shelvedOffloadTime: -1 });
     const instance = await handle.result();
     expect(instance).toMatchObject({ vmState: 'shelved', taskState: null, host: stub.host });
-    expect(instance.systemMetadata.shelved_image_id).toBe(stub.snapshots[1]);
+    expect(instance.systemMetadata.shelved_image_id).toBe(images.get(instanceUuid)![1]);
   });
 });
