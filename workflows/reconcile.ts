@@ -50,13 +50,24 @@ export async function reconcileInstances(input: ReconcileInput = {}): Promise<Re
     }
   };
 
+  /** What a step works through; none when it cannot be listed now (Glance restarting, say): the next run will. */
+  const listed = async <T>(what: string, list: () => Promise<T[]>): Promise<T[]> => {
+    try {
+      return await list();
+    } catch (error) {
+      log.warn(`reconciler: listing ${what} failed`, { error: String(reason(error)) });
+      summary.failures += 1;
+      return [];
+    }
+  };
+
   step('releasing claims whose workflow is closed');
-  for (const claim of await reconciler.listClaims(scope)) {
+  for (const claim of await listed('claims', () => reconciler.listClaims(scope))) {
     summary.claimsReleased += await bestEffort('release of a claim', claim, () => settleClaim(claim, compute));
   }
 
   step('syncing power states from libvirt');
-  for (const host of await reconciler.listUpHosts()) {
+  for (const host of await listed('hosts', () => reconciler.listUpHosts())) {
     summary.powerStatesSynced += await bestEffort('power state sync', { host }, async () =>
       reconciler.syncPowerStates({
         host,
@@ -67,7 +78,7 @@ export async function reconcileInstances(input: ReconcileInput = {}): Promise<Re
   }
 
   step('deleting orphaned snapshot images');
-  for (const image of await reconciler.listOrphanedSnapshots(scope)) {
+  for (const image of await listed('snapshot images', () => reconciler.listOrphanedSnapshots(scope))) {
     summary.imagesDeleted += await bestEffort('delete of an orphaned snapshot image', image, async () => {
       await images.deleteSnapshotImage({ imageId: image.imageId });
       return 1;
