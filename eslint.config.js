@@ -73,4 +73,34 @@ export default tseslint.config(
     files: sandboxFiles,
     rules: { 'no-restricted-imports': ['error', { paths: [...shellImports, ...notInSandbox] }] },
   },
+  {
+    // One import source for each SDK name: workflow code takes from @temporalio/workflow every name
+    // it re-exports from @temporalio/common.
+    files: ['workflows/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            ...shellImports,
+            ...notInSandbox,
+            {
+              name: '@temporalio/common',
+              importNames: [
+                'ActivityCancellationType',
+                'ActivityFailure',
+                'ApplicationFailure',
+                'CancelledFailure',
+                'ChildWorkflowFailure',
+                'TemporalFailure',
+                'TerminatedFailure',
+                'TimeoutFailure',
+              ],
+              message: 'In workflow code, import this from @temporalio/workflow.',
+            },
+          ],
+        },
+      ],
+    },
+  },
 );

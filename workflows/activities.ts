@@ -3,12 +3,14 @@ import {
   ActivityCancellationType,
   ActivityFailure,
   ApplicationFailure,
+  proxyActivities,
+  proxyLocalActivities,
   TimeoutFailure,
-  TimeoutType,
-} from '@temporalio/common';
-import { proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
+} from '@temporalio/workflow';
+// The one SDK name workflow code needs that @temporalio/workflow does not re-export.
+import { TimeoutType } from '@temporalio/common';
 import type { ActionLogActivities } from '../activities/action-log.js';
-import type { ComputeActivities } from '../activities/compute.js';
+import type { ComputeActivities } from '../activities/compute/index.js';
 import type { DatabaseActivities } from '../activities/database.js';
 import type { ImageActivities } from '../activities/images.js';
 import type { ReconcilerActivities } from '../activities/reconciler.js';
@@ -82,7 +84,7 @@ export function hostUnavailable(error: unknown, host: string): unknown {
 /**
  * Activities on compute hosts, each sent to its host's own task queue. Disk copies take long, so
  * they heartbeat: a dead host is noticed within the heartbeat timeout, not at the end of the copy.
- * A step no worker takes within `hostTimeout` seconds fails (inEvent names it: hostUnavailable).
+ * A step no worker takes within `hostTimeout` seconds fails (recordStep names it: hostUnavailable).
  */
 export function computeHosts(hostTimeout: number): ComputeHosts {
   return (host) =>

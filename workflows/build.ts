@@ -1,6 +1,6 @@
 // Build: create an instance from a Glance image and a flavor on a host, as Nova's boot does in
 // short: record it, pick a host, build its disk, define and start its domain, record it ACTIVE.
-import { ApplicationFailure, uuid4 } from '@temporalio/workflow';
+import { ApplicationFailure, setCurrentDetails, uuid4 } from '@temporalio/workflow';
 import {
   type BlockDeviceMapping,
   type Flavor,
@@ -10,9 +10,12 @@ import {
   TaskState,
   VmState,
 } from '../lib/nova.js';
+import { recordAction, recordStep } from './action-log.js';
 import { database, images } from './activities.js';
-import { inAction, inEvent, reason, settling, step, tagWorkflow } from './common.js';
+import { applicationFailureOf } from './failures.js';
+import { tagWorkflow } from './input.js';
 import { placeAndSpawn, undoSpawn } from './placement.js';
+import { saveActive } from './steps.js';
 
 export interface BuildInput {
   /** Chosen by the caller so it can name the workflow after it; made here when absent. */
@@ -48,11 +51,11 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
   tagWorkflow({ instanceUuid, action: 'build' });
   const owner = { projectId: input.projectId, userId: input.userId };
 
-  step(`checking image ${input.imageRef}`);
+  setCurrentDetails(`checking image ${input.imageRef}`);
   const image = await images
     .getActiveImage({ owner, imageId: input.imageRef })
-    .catch((error: unknown) => Promise.reject(reason(error)));
-  step('recording the instance');
+    .catch((error: unknown) => Promise.reject(applicationFailureOf(error)));
+  setCurrentDetails('recording the instance');
   const portId = uuid4();
   // Chosen here, so that a retried spawn finds the volume it made.
   const rootVolume: BlockDeviceMapping | null = input.bootVolume
@@ -91,7 +94,7 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
     });
   };
 
-  return inAction(
+  return recordAction(
     requestId,
     () =>
       placeAndSpawn(
@@ -106,7 +109,7 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
           requestedHost: input.host,
         },
         ({ destination, instance, compute }) =>
-          inEvent(
+          recordStep(
             {
               requestId,
               name: 'compute_build_and_run_instance',
@@ -126,15 +129,13 @@ export async function buildInstance(input: BuildInput): Promise<Instance> {
                     }
                   : { kind: 'overlay', imageId: input.imageRef },
               });
-              // The guest runs: as far forward as it got, cancelled or not.
-              return settling(() =>
-                database.saveInstance({
-                  instanceUuid,
-                  requestId,
-                  expectedTaskStates: [TaskState.SPAWNING],
-                  changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
-                }),
-              );
+              return saveActive({
+                instanceUuid,
+                requestId,
+                expectedTaskState: TaskState.SPAWNING,
+                powerState,
+                launched: true,
+              });
             },
           ),
         async (host, compute, error) => {

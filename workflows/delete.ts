@@ -4,19 +4,11 @@
 // down the server is deleted from the database alone (Nova's local delete), and the host removes
 // its domain and files when its worker starts again (workers/compute.ts claimHost).
 import { log } from '@temporalio/workflow';
+import { recordAction, recordStep } from './action-log.js';
 import { configuredComputeHosts, database } from './activities.js';
-import {
-  type ActionInput,
-  cancelOffloadTimer,
-  checkedInput,
-  claim,
-  deleteSnapshotImage,
-  inAction,
-  inEvent,
-  settling,
-  tagWorkflow,
-  withRollback,
-} from './common.js';
+import { type ActionInput, checkedInput, tagWorkflow } from './input.js';
+import { settling, withRollback } from './rollback.js';
+import { cancelOffloadTimer, claim, deleteSnapshotImage } from './steps.js';
 
 export async function deleteInstance(rawInput: ActionInput): Promise<void> {
   const { instanceUuid, requestId, userId, projectId } = checkedInput('deleteInstance', rawInput);
@@ -27,7 +19,7 @@ export async function deleteInstance(rawInput: ActionInput): Promise<void> {
   const imageId = instance.systemMetadata.shelved_image_id;
   const release = () => database.releaseInstance({ instanceUuid, requestId });
 
-  await inAction(
+  await recordAction(
     requestId,
     async () => {
       if (imageId) await cancelOffloadTimer(instanceUuid, imageId);
@@ -51,7 +43,7 @@ export async function deleteInstance(rawInput: ActionInput): Promise<void> {
 async function terminateOnHost(instanceUuid: string, requestId: string, host: string): Promise<void> {
   const down = await database.computeHostDown({ host });
   if (down) {
-    await inEvent({ requestId, name: 'local_delete', host, details: `local delete: ${down}` }, async () =>
+    await recordStep({ requestId, name: 'local_delete', host, details: `local delete: ${down}` }, async () =>
       log.info('local delete: the host is down', { instanceUuid, host, reason: down }),
     );
     return;
@@ -59,7 +51,7 @@ async function terminateOnHost(instanceUuid: string, requestId: string, host: st
   const compute = await configuredComputeHosts();
   await withRollback(
     () =>
-      inEvent(
+      recordStep(
         {
           requestId,
           name: 'compute_terminate_instance',

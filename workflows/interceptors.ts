@@ -1,5 +1,6 @@
 // Every activity's summary names the step of the action it belongs to (the workflow's current
-// details, set by step() and inEvent()), so the Web UI's timeline reads like the action's steps.
+// details, set by setCurrentDetails() and recordStep()), so the Web UI's timeline reads like the
+// action's steps.
 import {
   type ActivityInput,
   getCurrentDetails,

@@ -1,10 +1,20 @@
 // shelved_offload_time > 0: a durable timer that offloads the instance after that many seconds,
 // unless it was unshelved (or shelved again) meanwhile. Nova polls for this every
 // shelved_poll_interval; a Temporal timer fires on time and survives worker and server restarts.
-import { ApplicationFailure, continueAsNew, isCancellation, log, sleep, workflowInfo } from '@temporalio/workflow';
+import {
+  ApplicationFailure,
+  continueAsNew,
+  isCancellation,
+  log,
+  setCurrentDetails,
+  sleep,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { Instance } from '../lib/nova.js';
+import { recordAction } from './action-log.js';
 import { configuredComputeHosts, database } from './activities.js';
-import { checkedInput, inAction, reason, step, tagWorkflow } from './common.js';
+import { applicationFailureOf } from './failures.js';
+import { checkedInput, tagWorkflow } from './input.js';
 import { offloadInstance } from './offload.js';
 
 export interface OffloadTimerInput {
@@ -21,7 +31,7 @@ const LAST_RETRY_SECONDS = 3600;
 export async function shelvedOffloadTimer(rawInput: OffloadTimerInput): Promise<Instance | null> {
   const { instanceUuid, requestId, shelvedImageId, seconds } = checkedInput('shelvedOffloadTimer', rawInput);
   tagWorkflow({ instanceUuid, action: 'shelveOffload' });
-  step(`offloading in ${seconds}s unless unshelved first`);
+  setCurrentDetails(`offloading in ${seconds}s unless unshelved first`);
   await sleep(seconds * 1000);
 
   // As Nova's periodic task, it tries again while the instance is busy or the offload fails, and
@@ -30,7 +40,7 @@ export async function shelvedOffloadTimer(rawInput: OffloadTimerInput): Promise<
     // Each try is an action of its own in the actions log, as each run of Nova's periodic task.
     const outcome = await tryOffload(instanceUuid, tries ? `${requestId}-${tries}` : requestId, shelvedImageId);
     if (outcome.done) return outcome.instance;
-    step(`offload not done (${outcome.why}): trying again in ${retry}s`);
+    setCurrentDetails(`offload not done (${outcome.why}): trying again in ${retry}s`);
     await sleep(retry * 1000);
     // Its history stays short however long the instance stays busy.
     if (workflowInfo().continueAsNewSuggested) {
@@ -42,12 +52,12 @@ export async function shelvedOffloadTimer(rawInput: OffloadTimerInput): Promise<
 type Outcome = { done: true; instance: Instance | null } | { done: false; why: string };
 
 async function tryOffload(instanceUuid: string, requestId: string, shelvedImageId: string): Promise<Outcome> {
-  step('claiming the instance');
+  setCurrentDetails('claiming the instance');
   let claimed: Instance;
   try {
     claimed = await database.claimInstance({ instanceUuid, action: 'shelveOffload', requestId, shelvedImageId });
   } catch (error) {
-    const failure = reason(error);
+    const failure = applicationFailureOf(error);
     if (!(failure instanceof ApplicationFailure)) throw failure;
     // Busy with another action: it may yet end SHELVED with this shelve's snapshot.
     if (failure.type === 'UnexpectedTaskState') return { done: false, why: failure.message };
@@ -57,7 +67,7 @@ async function tryOffload(instanceUuid: string, requestId: string, shelvedImageI
   }
   tagWorkflow({ host: claimed.host });
   try {
-    const instance = await inAction(
+    const instance = await recordAction(
       requestId,
       async () => offloadInstance(claimed, requestId, await configuredComputeHosts()),
       () => database.releaseInstance({ instanceUuid, requestId }),
@@ -65,6 +75,6 @@ async function tryOffload(instanceUuid: string, requestId: string, shelvedImageI
     return { done: true, instance };
   } catch (error) {
     if (isCancellation(error)) throw error;
-    return { done: false, why: String((reason(error) as Error).message) };
+    return { done: false, why: String((applicationFailureOf(error) as Error).message) };
   }
 }

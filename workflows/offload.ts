@@ -2,17 +2,11 @@
 // in Glance (docs/nova-behaviour.md §1.5).
 import type { Instance } from '../lib/nova.js';
 import { PowerState, rootVolume, TaskState, VmState } from '../lib/nova.js';
+import { recordAction, recordStep } from './action-log.js';
 import { type ComputeHosts, configuredComputeHosts, database, images } from './activities.js';
-import {
-  type ActionInput,
-  checkedInput,
-  claim,
-  inAction,
-  inEvent,
-  settling,
-  tagWorkflow,
-  withRollback,
-} from './common.js';
+import { type ActionInput, checkedInput, tagWorkflow } from './input.js';
+import { settling, withRollback } from './rollback.js';
+import { claim } from './steps.js';
 
 /**
  * The offload steps, for an instance claimed with task_state shelving_offloading, or shelving
@@ -23,7 +17,7 @@ export async function offloadInstance(instance: Instance, requestId: string, com
   const release = () => database.releaseInstance({ instanceUuid, requestId });
   return withRollback(
     () =>
-      inEvent(
+      recordStep(
         {
           requestId,
           name: 'compute_shelve_offload_instance',
@@ -68,7 +62,7 @@ export async function shelveOffloadInstance(rawInput: ActionInput): Promise<Inst
     projectId,
   });
   tagWorkflow({ host: instance.host });
-  return inAction(
+  return recordAction(
     requestId,
     async () => offloadInstance(instance, requestId, await configuredComputeHosts()),
     () => database.releaseInstance({ instanceUuid, requestId }),

@@ -3,10 +3,13 @@
 // compute worker does not take the spawn within SPAWN_START_TIMEOUT, another host is tried
 // (Nova's alternates) instead of the action failing after COMPUTE_HOST_TIMEOUT.
 import { log } from '@temporalio/workflow';
-import type { Destination, PlacementRequest } from '../activities/database.js';
+import type { Destination, PlacementRequest } from '../lib/db/placement.js';
 import type { Instance } from '../lib/nova.js';
+import { recordStep } from './action-log.js';
 import { type ComputeHosts, computeHosts, database, settings } from './activities.js';
-import { inEvent, isFailure, tagWorkflow, withRollback } from './common.js';
+import { isFailure } from './failures.js';
+import { tagWorkflow } from './input.js';
+import { withRollback } from './rollback.js';
 
 /** The chosen host and two alternates, as Nova's scheduler max_attempts. */
 const MAX_HOSTS = 3;
@@ -38,7 +41,7 @@ export async function placeAndSpawn<T>(
   return withRollback(
     async () => {
       for (;;) {
-        const { destination, instance } = await inEvent(
+        const { destination, instance } = await recordStep(
           {
             requestId,
             name: 'schedule_instances',

@@ -3,11 +3,12 @@
 // released as that action's rollback would have; power states follow what libvirt shows (Nova's
 // _sync_power_states); snapshot images a dead action left that nothing needs are deleted. Each item is
 // best effort: one that fails is logged and tried again by the next run.
-import { log } from '@temporalio/workflow';
-import type { StrandedClaim } from '../activities/reconciler.js';
+import { log, setCurrentDetails } from '@temporalio/workflow';
+import type { StrandedClaim } from '../lib/db/reconciler.js';
 import { PowerState, TaskState, VmState } from '../lib/nova.js';
 import { actionLog, type ComputeHosts, computeHosts, images, reconciler, temporal } from './activities.js';
-import { checkedSeconds, reason, step } from './common.js';
+import { applicationFailureOf } from './failures.js';
+import { checkedSeconds } from './input.js';
 
 /** The API claims just before it starts the workflow: a younger claim may not have one yet. */
 const DEFAULT_GRACE_SECONDS = 120;
@@ -44,7 +45,7 @@ export async function reconcileInstances(input: ReconcileInput = {}): Promise<Re
     try {
       return await work();
     } catch (error) {
-      log.warn(`reconciler: ${what} failed`, { ...item, error: String(reason(error)) });
+      log.warn(`reconciler: ${what} failed`, { ...item, error: String(applicationFailureOf(error)) });
       summary.failures += 1;
       return 0;
     }
@@ -55,18 +56,18 @@ export async function reconcileInstances(input: ReconcileInput = {}): Promise<Re
     try {
       return await list();
     } catch (error) {
-      log.warn(`reconciler: listing ${what} failed`, { error: String(reason(error)) });
+      log.warn(`reconciler: listing ${what} failed`, { error: String(applicationFailureOf(error)) });
       summary.failures += 1;
       return [];
     }
   };
 
-  step('releasing claims whose workflow is closed');
+  setCurrentDetails('releasing claims whose workflow is closed');
   for (const claim of await listed('claims', () => reconciler.listClaims(scope))) {
     summary.claimsReleased += await bestEffort('release of a claim', claim, () => settleClaim(claim, compute));
   }
 
-  step('syncing power states from libvirt');
+  setCurrentDetails('syncing power states from libvirt');
   for (const host of await listed('hosts', () => reconciler.listUpHosts())) {
     summary.powerStatesSynced += await bestEffort('power state sync', { host }, async () =>
       reconciler.syncPowerStates({
@@ -77,7 +78,7 @@ export async function reconcileInstances(input: ReconcileInput = {}): Promise<Re
     );
   }
 
-  step('deleting orphaned snapshot images');
+  setCurrentDetails('deleting orphaned snapshot images');
   for (const image of await listed('snapshot images', () => reconciler.listOrphanedSnapshots(scope))) {
     summary.imagesDeleted += await bestEffort('delete of an orphaned snapshot image', image, async () => {
       await images.deleteSnapshotImage({ imageId: image.imageId });

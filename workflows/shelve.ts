@@ -1,26 +1,17 @@
 // Shelve: power the instance off, snapshot its root disk into Glance, record it SHELVED, and
 // offload it now, later or never as shelved_offload_time says (docs/nova-behaviour.md §1.3). A failure deletes the
 // half-made image and frees the instance for another try.
-import { ParentClosePolicy, startChild, uuid4 } from '@temporalio/workflow';
+import { ParentClosePolicy, setCurrentDetails, startChild, uuid4 } from '@temporalio/workflow';
 import { type Instance, PowerState, rootVolume, shelvedAtTimestamp, TaskState, VmState } from '../lib/nova.js';
 import { offloadTimerWorkflowId } from '../lib/temporal.js';
+import { recordAction, recordStep } from './action-log.js';
 import { type ComputeHosts, computeHosts, database, images, settings } from './activities.js';
-import {
-  type ActionInput,
-  checkedInput,
-  checkedSeconds,
-  claim,
-  inAction,
-  inEvent,
-  isFailure,
-  reason,
-  settling,
-  step,
-  tagWorkflow,
-  withRollback,
-} from './common.js';
-import { offloadInstance } from './offload.js';
+import { applicationFailureOf, isFailure } from './failures.js';
+import { type ActionInput, checkedInput, checkedSeconds, tagWorkflow } from './input.js';
 import { shelvedOffloadTimer } from './offload-timer.js';
+import { offloadInstance } from './offload.js';
+import { settling, withRollback } from './rollback.js';
+import { claim } from './steps.js';
 
 /** How many times a shelve starts over in a new image before it fails. */
 const MAX_IMAGE_REPLACEMENTS = 3;
@@ -54,7 +45,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
   checkedSeconds('shelveInstance', 'shelvedOffloadTime', input.shelvedOffloadTime, -1);
   tagWorkflow({ instanceUuid, action: 'shelve' });
 
-  step('claiming the instance');
+  setCurrentDetails('claiming the instance');
   const claimed = await claim({
     instanceUuid,
     action: 'shelve',
@@ -66,7 +57,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
   tagWorkflow({ host });
   const release = () => database.releaseInstance({ instanceUuid, requestId });
 
-  return inAction(
+  return recordAction(
     requestId,
     async () => {
       const defaults = await settings.conductorSettings();
@@ -85,7 +76,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
 
       const shelved = await withRollback(
         async () => {
-          const powerState = await inEvent(
+          const powerState = await recordStep(
             {
               requestId,
               name: 'compute_power_off_instance',
@@ -99,7 +90,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
             taskState: TaskState.SHELVING_IMAGE_PENDING_UPLOAD,
           });
 
-          await inEvent(
+          await recordStep(
             { requestId, name: 'create_snapshot_image', host: null, details: `creating image ${imageId} in Glance` },
             () => images.createSnapshotImage({ instance, imageId }),
           );
@@ -107,7 +98,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
             taskState: TaskState.SHELVING_IMAGE_UPLOADING,
           });
 
-          const uploaded = await inEvent(
+          const uploaded = await recordStep(
             {
               requestId,
               name: 'compute_snapshot_instance',
@@ -124,7 +115,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
                   const unusable =
                     isFailure(error, 'ImageUploadInterrupted') || isFailure(error, 'ImageUploadMismatch');
                   if (!unusable || replaced >= MAX_IMAGE_REPLACEMENTS) throw error;
-                  step(`replacing image ${imageId}: ${(reason(error) as Error).message}`);
+                  setCurrentDetails(`replacing image ${imageId}: ${(applicationFailureOf(error) as Error).message}`);
                   await images.deleteSnapshotImage({ imageId });
                   imageId = uuid4();
                   await images.createSnapshotImage({ instance, imageId });
@@ -133,7 +124,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
             },
           );
 
-          step('recording the instance as shelved');
+          setCurrentDetails('recording the instance as shelved');
           // The snapshot is whole in Glance: an upload that completed is kept, cancelled or not.
           return settling(() =>
             save(
@@ -165,7 +156,7 @@ export async function shelveInstance(rawInput: ShelveInput): Promise<Instance> {
 
       if (shelvedOffloadTime === 0) return offloadInstance(shelved, requestId, compute);
       if (shelvedOffloadTime > 0) {
-        step(`starting the timer that offloads in ${shelvedOffloadTime}s`);
+        setCurrentDetails(`starting the timer that offloads in ${shelvedOffloadTime}s`);
         // Abandoned: the timer outlives this workflow, which ends as soon as the instance is SHELVED.
         // Started even if the shelve is cancelled now: the instance is SHELVED either way.
         await settling(() =>
@@ -195,7 +186,7 @@ async function shelveVolumeBacked(
   const { uuid: instanceUuid, host } = claimed;
   await withRollback(
     () =>
-      inEvent(
+      recordStep(
         {
           requestId,
           name: 'compute_power_off_instance',
@@ -217,7 +208,7 @@ async function rollBack(claimed: Instance, requestId: string, error: unknown, co
   const { uuid: instanceUuid, host } = claimed;
   let powerState: PowerState | undefined;
   if (claimed.powerState === PowerState.RUNNING && host && !isFailure(error, 'ComputeHostUnavailable')) {
-    step(`the shelve failed: powering the instance on again on ${host}`);
+    setCurrentDetails(`the shelve failed: powering the instance on again on ${host}`);
     powerState = await compute(host)
       .powerOnInstance({ instanceUuid })
       .catch(() => undefined);

@@ -2,23 +2,15 @@
 // spawned as new from its snapshot on a host the scheduler picks (or the one asked for). Then
 // the snapshot is deleted and the shelve metadata cleared (docs/nova-behaviour.md §1.6).
 import { ApplicationFailure } from '@temporalio/workflow';
-import type { RootDiskSource } from '../activities/compute.js';
+import type { RootDiskSource } from '../activities/compute/spawn.js';
 import { type Instance, PowerState, rootVolume, SHELVE_METADATA_KEYS, TaskState, VmState } from '../lib/nova.js';
 import { targetZone } from '../lib/scheduler.js';
+import { recordAction, recordStep } from './action-log.js';
 import { type ComputeHosts, configuredComputeHosts, database, images } from './activities.js';
-import {
-  type ActionInput,
-  cancelOffloadTimer,
-  checkedInput,
-  claim,
-  deleteSnapshotImage,
-  inAction,
-  inEvent,
-  settling,
-  tagWorkflow,
-  withRollback,
-} from './common.js';
+import { type ActionInput, checkedInput, tagWorkflow } from './input.js';
 import { placeAndSpawn, undoSpawn } from './placement.js';
+import { settling, withRollback } from './rollback.js';
+import { cancelOffloadTimer, claim, deleteSnapshotImage, saveActive } from './steps.js';
 
 export interface UnshelveInput extends ActionInput {
   /** Spawn on this host (Nova 2.91, admin-only through the API); only for SHELVED_OFFLOADED. */
@@ -32,14 +24,13 @@ export interface UnshelveInput extends ActionInput {
 
 function checkedPlacement(input: UnshelveInput): void {
   const { host, availabilityZone } = input;
-  const bad =
-    host !== undefined && typeof host !== 'string'
-      ? `host must be a string, got ${JSON.stringify(host)}`
-      : availabilityZone !== undefined && availabilityZone !== null && typeof availabilityZone !== 'string'
-        ? `availabilityZone must be a string or null, got ${JSON.stringify(availabilityZone)}`
-        : null;
-  if (bad)
-    throw ApplicationFailure.create({ type: 'InvalidInput', message: `unshelveInstance: ${bad}`, nonRetryable: true });
+  const refuse = (why: string) =>
+    ApplicationFailure.create({ type: 'InvalidInput', message: `unshelveInstance: ${why}`, nonRetryable: true });
+  if (host !== undefined && typeof host !== 'string')
+    throw refuse(`host must be a string, got ${JSON.stringify(host)}`);
+  if (availabilityZone !== undefined && availabilityZone !== null && typeof availabilityZone !== 'string') {
+    throw refuse(`availabilityZone must be a string or null, got ${JSON.stringify(availabilityZone)}`);
+  }
 }
 
 export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instance> {
@@ -58,7 +49,7 @@ export async function unshelveInstance(rawInput: UnshelveInput): Promise<Instanc
   const imageId = instance.systemMetadata.shelved_image_id;
   const release = () => database.releaseInstance({ instanceUuid, requestId });
 
-  return inAction(
+  return recordAction(
     requestId,
     async () => {
       const compute = await configuredComputeHosts();
@@ -101,18 +92,19 @@ async function powerOnInPlace(instance: Instance, requestId: string, compute: Co
     expectedTaskStates: [TaskState.UNSHELVING],
     changes: { taskState: TaskState.POWERING_ON },
   });
-  return inEvent({ requestId, name: 'compute_start_instance', host, details: `powering on on ${host}` }, async () => {
-    const powerState = await compute(host!).powerOnInstance({ instanceUuid });
-    return settling(() =>
-      database.saveInstance({
+  return recordStep(
+    { requestId, name: 'compute_start_instance', host, details: `powering on on ${host}` },
+    async () => {
+      const powerState = await compute(host!).powerOnInstance({ instanceUuid });
+      return saveActive({
         instanceUuid,
         requestId,
-        expectedTaskStates: [TaskState.POWERING_ON],
-        changes: { vmState: VmState.ACTIVE, taskState: null, powerState },
+        expectedTaskState: TaskState.POWERING_ON,
+        powerState,
         removeSystemMetadata: SHELVE_METADATA_KEYS,
-      }),
-    );
-  });
+      });
+    },
+  );
 }
 
 /**
@@ -130,8 +122,9 @@ async function rootDiskSource(instance: Instance, requestId: string): Promise<Ro
       nonRetryable: true,
     });
   }
-  await inEvent({ requestId, name: 'get_image_info', host: null, details: `checking snapshot image ${imageId}` }, () =>
-    images.getActiveImage({ imageId }),
+  await recordStep(
+    { requestId, name: 'get_image_info', host: null, details: `checking snapshot image ${imageId}` },
+    () => images.getActiveImage({ imageId }),
   );
   const { shelved_image_os_hash_algo: osHashAlgo, shelved_image_os_hash_value: osHashValue } = instance.systemMetadata;
   return { kind: 'standalone', imageId, snapshot: osHashAlgo && osHashValue ? { osHashAlgo, osHashValue } : null };
@@ -154,7 +147,7 @@ async function spawnFromSnapshot(instance: Instance, requestId: string, input: U
       requestedHost: input.host,
     },
     ({ destination, instance: spawning, compute }) =>
-      inEvent(
+      recordStep(
         {
           requestId,
           name: 'compute_unshelve_instance',
@@ -163,16 +156,14 @@ async function spawnFromSnapshot(instance: Instance, requestId: string, input: U
         },
         async () => {
           const powerState = await compute(destination.host).spawnInstance({ instance: spawning, requestId, root });
-          // The guest runs: as far forward as it got, cancelled or not.
-          return settling(() =>
-            database.saveInstance({
-              instanceUuid,
-              requestId,
-              expectedTaskStates: [TaskState.SPAWNING],
-              changes: { vmState: VmState.ACTIVE, taskState: null, powerState, launched: true },
-              removeSystemMetadata: SHELVE_METADATA_KEYS,
-            }),
-          );
+          return saveActive({
+            instanceUuid,
+            requestId,
+            expectedTaskState: TaskState.SPAWNING,
+            powerState,
+            launched: true,
+            removeSystemMetadata: SHELVE_METADATA_KEYS,
+          });
         },
       ),
     async (host, compute, error) => {
