@@ -12,7 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundle } from '@temporalio/worker';
-import type { ComputeActivities } from '../../activities/compute.js';
+import type { ComputeActivities } from '../../activities/compute/index.js';
 import { ComputeHost, computeTaskQueue, InstanceAction, InstanceUuid } from '../../lib/temporal.js';
 import { HEARTBEAT_THROTTLE } from '../../workers/compute.js';
 import type { FakeConductor } from '../support/fake-activities.js';
@@ -34,7 +34,8 @@ export interface MockedTemporal {
   workflowBundle: WorkflowBundle;
 }
 
-export async function startMockedTemporal(): Promise<MockedTemporal> {
+/** `interceptorModules`: workflow interceptors of the test's own, beside the conductor's. */
+export async function startMockedTemporal(interceptorModules: string[] = []): Promise<MockedTemporal> {
   // As Temporal's samples: warnings and errors only, not every worker's state changes. Once per
   // process, which vitest gives each test file.
   const { logger } = Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -49,7 +50,10 @@ export async function startMockedTemporal(): Promise<MockedTemporal> {
     }),
     bundleWorkflowCode({
       workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
-      workflowInterceptorModules: [fileURLToPath(new URL('../../workflows/interceptors.ts', import.meta.url))],
+      workflowInterceptorModules: [
+        fileURLToPath(new URL('../../workflows/interceptors.ts', import.meta.url)),
+        ...interceptorModules,
+      ],
       logger,
     }),
   ]);

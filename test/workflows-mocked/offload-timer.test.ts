@@ -1,20 +1,23 @@
 // The offload timer a shelve with shelved_offload_time > 0 starts (workflows/offload-timer.ts), on
 // fake conductor activities and a stub compute host.
 //
-// These timers last seconds, in real time: the dev server does not skip time. The case of a day
-// (shelved_offload_time 86400) needs createTimeSkipping()'s Java test server, which this machine
-// cannot download (see ./environment.ts).
+// These timers last seconds, in real time: the dev server does not skip time. The day-long one
+// (shelved_offload_time 86400) runs on a compressed clock: ./compressed-clock.ts makes a day last a
+// second and records the duration the workflow asked for, which the test reads from the history.
+import { fileURLToPath } from 'node:url';
+import { defaultPayloadConverter } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { offloadTimerWorkflowId } from '../../lib/temporal.js';
 import { shelvedOffloadTimer, shelveInstance, unshelveInstance } from '../../workflows/index.js';
 import { createFakeConductor } from '../support/fake-activities.js';
+import { askedFor } from './compressed-clock.js';
 import { type MockedTemporal, newHost, startMockedTemporal, stubCompute, withWorkers } from './environment.js';
 
 describe('the offload timer', () => {
   let temporal: MockedTemporal;
 
   beforeAll(async () => {
-    temporal = await startMockedTemporal();
+    temporal = await startMockedTemporal([fileURLToPath(new URL('./compressed-clock.ts', import.meta.url))]);
   });
 
   afterAll(async () => {
@@ -57,6 +60,32 @@ describe('the offload timer', () => {
       ['shelve', null],
       ['shelveOffload', null],
     ]);
+  });
+
+  it('of a day (shelved_offload_time 86400) asks Temporal for a day, then offloads when it fires', async () => {
+    const host = newHost();
+    const fake = createFakeConductor([host]);
+    const instanceUuid = fake.addInstance(host);
+    const compute = stubCompute(fake);
+
+    const { offloaded, timerSummaries } = await withWorkers(temporal, fake, host, compute, async (taskQueue) => {
+      const shelved = await shelve(taskQueue, instanceUuid, 86400);
+      const timer = temporal.env.client.workflow.getHandle<typeof shelvedOffloadTimer>(
+        offloadTimerWorkflowId(instanceUuid, shelved.systemMetadata.shelved_image_id!),
+      );
+      const offloaded = await timer.result();
+      const { events } = await timer.fetchHistory();
+      const timerSummaries = (events ?? [])
+        .filter((event) => event.timerStartedEventAttributes)
+        .map((event) =>
+          event.userMetadata?.summary ? defaultPayloadConverter.fromPayload<string>(event.userMetadata.summary) : null,
+        );
+      return { offloaded, timerSummaries };
+    });
+
+    expect(timerSummaries).toEqual([askedFor(86_400_000)]);
+    expect(offloaded).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
+    expect(compute.calls).toEqual(['powerOffInstance', 'snapshotInstance', 'destroyInstance']);
   });
 
   it('of a shelve that is over (unshelved, then shelved again) does nothing when it fires', async () => {
