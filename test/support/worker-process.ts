@@ -9,6 +9,13 @@ import { testLogFile } from './logs.js';
 
 const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
+// A worker a failed test never stopped would go on polling its task queue, and take steps of
+// later tests' workflows: none outlives the test process that started it.
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 export interface WorkerProcess {
   readonly pid: number;
   /** SIGKILL: the worker dies mid-step, as on a host crash. */
@@ -33,6 +40,8 @@ export async function startWorkerProcess(
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
+  running.add(child);
+  child.once('exit', () => running.delete(child));
   let output = '';
   // Kept for scripts/scan-logs, which looks for secrets in it after the tests.
   const log = createWriteStream(testLogFile(`${kind}-worker.log`), { flags: 'a' });
