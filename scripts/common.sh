@@ -13,7 +13,7 @@ KEYSTONE_PORT=${KEYSTONE_PORT:-5000}
 PRIVATE_PG_PORT=${PRIVATE_PG_PORT:-5433}
 DATABASE_NAME=${DATABASE_NAME:-vm_shelve}
 
-# Custom search attributes the workflows upsert (see workflows/search-attributes.ts).
+# Custom search attributes the workflows upsert (lib/temporal.ts defines them).
 SEARCH_ATTRIBUTES=(InstanceUuid=Keyword ComputeHost=Keyword InstanceAction=Keyword)
 
 DEBIAN_PACKAGES=(
