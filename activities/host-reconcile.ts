@@ -10,7 +10,7 @@ import type { Config } from '../lib/config.js';
 import type { LibvirtConnection } from '../lib/libvirt.js';
 import { logger } from '../lib/logger.js';
 import { isUuid } from '../lib/nova.js';
-import { removeInstanceFromHost } from './compute.js';
+import { removeInstanceFromHost } from '../lib/host-paths.js';
 import { type InstancePlacement, instancePlacements } from './database.js';
 
 /**

@@ -1,5 +1,5 @@
 // Activities on Glance run by the conductor: the snapshot image's record, checks and clean-up.
-// The image data itself moves on the compute host (activities/compute.ts).
+// The image data itself moves on the compute host (activities/compute/).
 //
 // A shelve snapshot belongs to the service's own project (glance.snapshotContext), not to the
 // instance's, and is protected: while it is the only copy of the disk, no tenant can upload into

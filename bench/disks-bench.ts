@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { copyFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { rootDiskPath } from '../activities/compute.js';
+import { rootDiskPath } from '../lib/host-paths.js';
 import { VmState } from '../lib/nova.js';
 import { uploadBootImage } from '../lib/sample-disk.js';
 import type { RunContext } from './context.js';

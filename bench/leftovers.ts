@@ -4,7 +4,7 @@ import { rm } from 'node:fs/promises';
 import type { WorkflowHandle } from '@temporalio/client';
 import { DomainState } from '@unraid/libvirt';
 import type { Pool } from 'pg';
-import { instanceDirectory } from '../activities/compute.js';
+import { instanceDirectory } from '../lib/host-paths.js';
 import { getInstance } from '../activities/database.js';
 import type { GlanceClient, RequestContext } from '../lib/glance.js';
 import type { LibvirtConnection } from '../lib/libvirt.js';

@@ -13,7 +13,7 @@ import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
-import { expectedHash, ImageDigest } from '../lib/glance.js';
+import { expectedHash, ImageDigest } from '../lib/image-hash.js';
 import { type DomainDisk, domainXml } from '../lib/libvirt.js';
 import { type Flavor, macAddress } from '../lib/nova.js';
 import { createOverlay, imageInfo } from '../lib/qemu-img.js';

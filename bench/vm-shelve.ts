@@ -6,7 +6,7 @@ import { copyFile } from 'node:fs/promises';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { DomainState } from '@unraid/libvirt';
 import type pg from 'pg';
-import { rootDiskPath } from '../activities/compute.js';
+import { rootDiskPath } from '../lib/host-paths.js';
 import { type Action, startAction } from '../lib/actions.js';
 import type { Config } from '../lib/config.js';
 import type { GlanceClient } from '../lib/glance.js';

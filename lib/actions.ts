@@ -5,7 +5,7 @@ import { type Client, decodePendingActivityState, type WorkflowHandle } from '@t
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { Pool } from 'pg';
 import { getInstance } from '../activities/database.js';
-import type { Progress } from '../activities/compute.js';
+import type { Progress } from './progress.js';
 import type { Config } from './config.js';
 import type { Instance } from './nova.js';
 import { ComputeHost, workflowId } from './temporal.js';

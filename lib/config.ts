@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { nodeHashAlgorithm } from './glance.js';
+import { nodeHashAlgorithm } from './image-hash.js';
 import type { KeystoneCredentials } from './keystone-session.js';
 import { type TemporalTls, type Secret, temporalSecurity } from './temporal-connection.js';
 

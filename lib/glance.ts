@@ -1,10 +1,10 @@
-// OpenStack Glance v2 (images): the calls a shelve and an unshelve need, nothing more.
-import { createHash, getHashes, type Hash } from 'node:crypto';
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
-import { ApplicationFailure } from '@temporalio/common';
+// OpenStack Glance v2 (images): the calls a shelve and an unshelve need, nothing more. Their
+// failures are made in lib/glance-errors.ts, image hashes checked with lib/image-hash.ts.
+import type { Readable } from 'node:stream';
 import axios, { type AxiosInstance, type InternalAxiosRequestConfig, isAxiosError } from 'axios';
 import type { Config } from './config.js';
-import { KeystoneAuthError, KeystoneSession } from './keystone-session.js';
+import { glanceFailure, requestLine, StaleTokenError } from './glance-errors.js';
+import { KeystoneSession } from './keystone-session.js';
 
 export interface GlanceImage {
   id: string;
@@ -40,147 +40,6 @@ export interface ImageCreateRequest {
 export interface RequestContext {
   projectId: string;
   userId: string;
-}
-
-/**
- * Node's name for one of Python's hashlib names, which Glance's `hashing_algorithm` and images'
- * `os_hash_algo` use (sha3_512 is sha3-512 here); refuses one Node does not have.
- */
-export function nodeHashAlgorithm(hashlibName: string): string {
-  const name = hashlibName.toLowerCase().replace(/_/g, '-');
-  if (!getHashes().includes(name)) throw new Error(`hash algorithm '${hashlibName}' is not supported`);
-  return name;
-}
-
-/**
- * Counts and hashes the bytes passing through with `algorithm` (a hashlib name, as Glance's
- * os_hash_algo): what is compared with Glance's os_hash_value on upload and download. Each chunk is
- * hashed where it is, on the stream's own thread: a hashing thread needs a copy of every chunk,
- * which cost about 100 MiB of memory and, on two cores beside glance-api, bought no speed
- * (bench/RESULTS.md).
- */
-export class ImageDigest extends Transform {
-  bytes = 0;
-  private readonly hash: Hash;
-
-  constructor(
-    readonly algorithm: string,
-    private readonly onProgress: (bytes: number) => void = () => undefined,
-  ) {
-    super({ highWaterMark: 1024 * 1024 });
-    this.hash = createHash(nodeHashAlgorithm(algorithm));
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.bytes += chunk.length;
-    this.hash.update(chunk);
-    this.onProgress(this.bytes);
-    callback(null, chunk);
-  }
-
-  /**
-   * Call once, when the stream has passed all its bytes: not at the stream's end, which a reader
-   * that takes only Content-Length bytes (an HTTP upload) may never read.
-   */
-  result(): { osHashValue: string; bytes: number } {
-    return { osHashValue: this.hash.digest('hex'), bytes: this.bytes };
-  }
-}
-
-// Client errors that no retry can fix; 408, 409 and 429 may pass on their own.
-function isPermanent(status: number | undefined): boolean {
-  return status !== undefined && status >= 400 && status < 500 && ![408, 409, 429].includes(status);
-}
-
-/** Longest excerpt of Glance's answer a failure carries. */
-const MAX_EXCERPT = 300;
-/** A Keystone Fernet token, should one ever be echoed back. */
-const FERNET_TOKEN = /gAAAAA[\w-]{20,}/g;
-
-function excerpt(text: string): string {
-  const plain = text
-    .replace(/<[^>]+>/g, ' ')
-    .replace(/\s+/g, ' ')
-    .trim()
-    .replace(FERNET_TOKEN, '[token]');
-  return plain.length > MAX_EXCERPT ? `${plain.slice(0, MAX_EXCERPT)}…` : plain;
-}
-
-/** Method and URL path of a request, without its query, headers or body. */
-function requestLine(config: { method?: string; baseURL?: string; url?: string } | undefined): {
-  method: string;
-  path: string;
-} {
-  const method = (config?.method ?? 'get').toUpperCase();
-  const url = `${config?.baseURL ?? ''}${config?.url ?? ''}`;
-  const path = URL.canParse(url) ? new URL(url).pathname : (url.split(/[?#]/)[0] ?? '');
-  return { method, path };
-}
-
-/**
- * A request refused with 401 whose body, a stream, is spent and cannot be sent again: the token
- * is forgotten and the failure is retryable, so that the activity's next attempt starts over
- * with a new one.
- */
-class StaleTokenError extends Error {
-  constructor(readonly request: { method: string; path: string }) {
-    super('HTTP 401: the service token was refused; a new one is used on the next attempt');
-  }
-}
-
-/**
- * The failure of a Glance call, from plain facts only: the request's method and path, Glance's
- * status and a short excerpt of its answer, or the network error. The AxiosError itself is never
- * chained: its config holds the request's headers (the token) and body (disk bytes), and workers
- * log failed activities with their whole cause chain.
- */
-function glanceFailure(what: string, error: unknown): ApplicationFailure {
-  let reason: string;
-  let request: { method: string; path: string } | undefined;
-  let status: number | undefined;
-  let code: string | undefined;
-  let nonRetryable = false;
-  if (isAxiosError(error)) {
-    status = error.response?.status;
-    // A network error's code; axios' own for an HTTP error (ERR_BAD_RESPONSE) says no more than its status.
-    code = status ? undefined : error.code;
-    request = requestLine(error.config);
-    const body: unknown = error.response?.data;
-    // A stream (a download's error answer) is left unread.
-    const detail =
-      typeof body === 'string'
-        ? excerpt(body)
-        : body !== null && typeof body === 'object' && !(typeof (body as { pipe?: unknown }).pipe === 'function')
-          ? excerpt(JSON.stringify(body))
-          : '';
-    const message = excerpt(error.message);
-    reason = status
-      ? `HTTP ${status}${detail ? `: ${detail}` : ''}`
-      : code && !message.includes(code)
-        ? `${code}: ${message}`
-        : message;
-    nonRetryable = isPermanent(status);
-  } else if (error instanceof StaleTokenError) {
-    status = 401;
-    request = error.request;
-    reason = error.message;
-  } else if (error instanceof KeystoneAuthError) {
-    status = error.status;
-    reason = error.message;
-    nonRetryable = !error.retryable;
-  } else {
-    const errorCode = error instanceof Error ? (error as NodeJS.ErrnoException).code : undefined;
-    code = typeof errorCode === 'string' ? errorCode : undefined;
-    reason = excerpt(error instanceof Error ? error.message : String(error));
-  }
-  return ApplicationFailure.create({
-    type: 'GlanceError',
-    message: `Glance ${what} failed: ${reason}${request ? ` (${request.method} ${request.path})` : ''}`,
-    nonRetryable,
-    details: [
-      { status: status ?? null, method: request?.method ?? null, path: request?.path ?? null, code: code ?? null },
-    ],
-  });
 }
 
 /** True when axios can send this body again: not a stream, which the first attempt consumed. */
@@ -402,14 +261,4 @@ export class GlanceClient {
       throw glanceFailure(`read of image ${imageId}`, error);
     }
   }
-}
-
-/**
- * The hash an image's data must have, as Glance records it: os_hash_value with its os_hash_algo,
- * or, for an image from before multihash, the md5 `checksum`; null when Glance records none.
- */
-export function expectedHash(image: GlanceImage): { algorithm: string; value: string } | null {
-  if (image.os_hash_algo && image.os_hash_value) return { algorithm: image.os_hash_algo, value: image.os_hash_value };
-  if (image.checksum) return { algorithm: 'md5', value: image.checksum };
-  return null;
 }

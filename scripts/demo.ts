@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Client } from '@temporalio/client';
-import { instanceDirectory, rootDiskPath } from '../activities/compute.js';
+import { instanceDirectory, rootDiskPath } from '../lib/host-paths.js';
 import { type Action, startAction, watchAction } from '../lib/actions.js';
 import { loadConfig } from '../lib/config.js';
 import { connectClient } from '../lib/temporal-client.js';

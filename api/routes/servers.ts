@@ -24,7 +24,7 @@ import { serverView } from '../views.js';
 /**
  * Refuses at once an image whose first bytes are not what Glance's disk_format says, name
  * another file, or claim more than the flavor's disk: the compute host checks the whole image
- * again before anything opens it (activities/compute.ts).
+ * again before anything opens it (activities/compute/image-download.ts).
  */
 async function checkBootImage(
   glance: GlanceClient,

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rootDiskFile } from '../../activities/compute.js';
+import { rootDiskFile } from '../../lib/host-paths.js';
 import { getInstance } from '../../activities/database.js';
 import { buildApi } from '../../api/server.js';
 import { sameGuestContent } from '../../lib/qemu-img.js';

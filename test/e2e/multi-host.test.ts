@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { instanceDirectory } from '../../activities/compute.js';
+import { instanceDirectory } from '../../lib/host-paths.js';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';

@@ -8,7 +8,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { instanceDirectory } from '../../activities/compute.js';
+import { instanceDirectory } from '../../lib/host-paths.js';
 import { listInstanceActions } from '../../activities/action-log.js';
 import { getInstance } from '../../activities/database.js';
 import { type Action, startAction } from '../../lib/actions.js';

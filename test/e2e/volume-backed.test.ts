@@ -5,7 +5,7 @@ import { rm } from 'node:fs/promises';
 import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../activities/action-log.js';
-import { instanceDirectory, rootDiskFile } from '../../activities/compute.js';
+import { instanceDirectory, rootDiskFile } from '../../lib/host-paths.js';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import { ensureStoragePool } from '../../lib/libvirt.js';

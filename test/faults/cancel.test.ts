@@ -6,7 +6,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../activities/action-log.js';
-import { instanceDirectory } from '../../activities/compute.js';
+import { instanceDirectory } from '../../lib/host-paths.js';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';

@@ -9,7 +9,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../activities/action-log.js';
-import { instanceDirectory } from '../../activities/compute.js';
+import { instanceDirectory } from '../../lib/host-paths.js';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import { type Config, loadConfig } from '../../lib/config.js';

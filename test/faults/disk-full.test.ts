@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { WorkflowFailedError } from '@temporalio/client';
 import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { instanceDirectory } from '../../activities/compute.js';
+import { instanceDirectory } from '../../lib/host-paths.js';
 import { getInstance } from '../../activities/database.js';
 import { type Config, loadConfig } from '../../lib/config.js';
 import { startShelve } from '../support/faults.js';

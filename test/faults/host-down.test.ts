@@ -12,7 +12,7 @@ import { DomainState } from '@unraid/libvirt';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../activities/action-log.js';
-import { instanceDirectory, rootDiskFile } from '../../activities/compute.js';
+import { instanceDirectory, rootDiskFile } from '../../lib/host-paths.js';
 import { getInstance, reportComputeNode } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import type { Config } from '../../lib/config.js';

@@ -9,7 +9,7 @@ import { Context } from '@temporalio/activity';
 import type { WorkflowHandle } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../activities/action-log.js';
-import type { ComputeActivities } from '../../activities/compute.js';
+import type { ComputeActivities } from '../../activities/compute/index.js';
 import { createDatabaseActivities, getInstance } from '../../activities/database.js';
 import { type Action, startAction } from '../../lib/actions.js';
 import { type Instance, PowerState, VmState } from '../../lib/nova.js';

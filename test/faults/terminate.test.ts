@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../activities/action-log.js';
-import { instanceDirectory } from '../../activities/compute.js';
+import { instanceDirectory } from '../../lib/host-paths.js';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import { ensureReconcileSchedule } from '../../lib/reconcile-schedule.js';

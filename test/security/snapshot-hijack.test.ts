@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { createComputeActivities } from '../../activities/compute.js';
+import { createComputeActivities } from '../../activities/compute/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';

@@ -6,7 +6,6 @@ import { randomUUID } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { ActionLogActivities, InstanceActionRecord } from '../../activities/action-log.js';
-import type { UploadedSnapshot } from '../../activities/compute.js';
 import type { ClaimRequest, DatabaseActivities, SaveRequest } from '../../activities/database.js';
 import type { ImageActivities } from '../../activities/images.js';
 import type { SettingsActivities } from '../../activities/settings.js';
@@ -21,6 +20,7 @@ import {
   TaskState,
   VmState,
 } from '../../lib/nova.js';
+import type { UploadedSnapshot } from '../../lib/progress.js';
 import { type HostState, selectHost } from '../../lib/scheduler.js';
 
 /** An instance row: the instance, and the request and workflow that hold its claim. */

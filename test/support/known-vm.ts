@@ -4,11 +4,10 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { MockActivityEnvironment } from '@temporalio/testing';
-import { createComputeActivities, rootDiskFile } from '../../activities/compute.js';
 import { getInstance } from '../../activities/database.js';
 import { startAction } from '../../lib/actions.js';
 import type { Config } from '../../lib/config.js';
+import { removeInstanceFromHost, rootDiskFile } from '../../lib/host-paths.js';
 import type { Flavor } from '../../lib/nova.js';
 import { sameGuestContent } from '../../lib/qemu-img.js';
 import { createSampleDisk, removeSampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
@@ -81,8 +80,11 @@ export async function buildKnownVm(
     diskIsIntact: async (hostConfig) =>
       sameGuestContent(disk.reference, rootDiskFile(hostConfig.compute, await getInstance(stack.pool, instanceUuid))),
     remove: async (hostConfig = stack.config) => {
-      const compute = createComputeActivities(hostConfig.compute, stack.libvirt, stack.glance);
-      await new MockActivityEnvironment().run(compute.destroyInstance, { instanceUuid });
+      await removeInstanceFromHost(
+        hostConfig.compute.instancesPath,
+        instanceUuid,
+        await stack.libvirt.lookupInstance(instanceUuid),
+      );
       // A test may end with the instance offloaded, its snapshot kept for an unshelve.
       const instance = await getInstance(stack.pool, instanceUuid).catch(() => null);
       const shelvedImageId = instance?.systemMetadata.shelved_image_id;

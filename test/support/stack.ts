@@ -4,14 +4,13 @@ import { execFile } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { Client, ScheduleNotFoundError } from '@temporalio/client';
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger, type NativeConnection, Runtime } from '@temporalio/worker';
 import type pg from 'pg';
-import { createComputeActivities } from '../../activities/compute.js';
 import { type Config, loadConfig } from '../../lib/config.js';
 import { RECONCILE_SCHEDULE_ID } from '../../lib/reconcile-schedule.js';
 import { connectClient } from '../../lib/temporal-client.js';
 import { GlanceClient } from '../../lib/glance.js';
+import { removeInstanceFromHost } from '../../lib/host-paths.js';
 import { domainName, LibvirtConnection } from '../../lib/libvirt.js';
 import { claimHost, createComputeWorker, registerHost } from '../../workers/compute.js';
 import { createConductorWorker } from '../../workers/conductor.js';
@@ -42,24 +41,22 @@ export interface TestStack {
 
 let runtimeInstalled = false;
 
-async function startComputeHost(
-  config: Config,
-  connection: NativeConnection,
-  pool: pg.Pool,
-  glance: GlanceClient,
-): Promise<TestComputeHost> {
+async function startComputeHost(config: Config, connection: NativeConnection, pool: pg.Pool): Promise<TestComputeHost> {
   const libvirt = new LibvirtConnection(config.compute.libvirtUri);
   // As workers/compute.ts: the host's name for this worker alone, the host cleaned, then the queue.
   const hostLock = await claimHost(config, pool, libvirt);
   const worker = await createComputeWorker(config, connection, libvirt);
   const running = worker.run();
   const stopReporting = await registerHost(config, pool, libvirt);
-  const compute = createComputeActivities(config.compute, libvirt, glance);
   let stopped: Promise<void> | undefined;
   return {
     config,
     async removeInstance(instanceUuid) {
-      await new MockActivityEnvironment().run(compute.destroyInstance, { instanceUuid });
+      await removeInstanceFromHost(
+        config.compute.instancesPath,
+        instanceUuid,
+        await libvirt.lookupInstance(instanceUuid),
+      );
       // Gone from the database too, or it would count against the host's capacity.
       await pool.query('DELETE FROM instances WHERE uuid = $1', [instanceUuid]);
     },
@@ -90,7 +87,7 @@ export async function startTestStack(settings: NodeJS.ProcessEnv = {}): Promise<
   const workerConnection = await connectWorker(config);
   const conductor = await createConductorWorker(config, workerConnection, pool);
   const conductorRunning = conductor.run();
-  const computeHosts = [await startComputeHost(config, workerConnection, pool, glance)];
+  const computeHosts = [await startComputeHost(config, workerConnection, pool)];
   const connection = await connectClient(config);
   const client = new Client({ connection, namespace: config.temporal.namespace });
   // A schedule the demo's conductor made would reconcile the tests' instances behind their back.
@@ -115,7 +112,7 @@ export async function startTestStack(settings: NodeJS.ProcessEnv = {}): Promise<
         COMPUTE_HOST: host,
         INSTANCES_PATH: `${config.compute.instancesPath}-${host}`,
       });
-      const added = await startComputeHost(hostConfig, workerConnection, pool, glance);
+      const added = await startComputeHost(hostConfig, workerConnection, pool);
       computeHosts.push(added);
       return added;
     },

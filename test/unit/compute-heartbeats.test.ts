@@ -5,11 +5,12 @@ import { CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { type Domain, DomainState } from '@unraid/libvirt';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { createComputeActivities, type Progress } from '../../activities/compute.js';
+import { createComputeActivities } from '../../activities/compute/index.js';
 import { loadConfig } from '../../lib/config.js';
 import type { GlanceClient } from '../../lib/glance.js';
 import type { LibvirtConnection } from '../../lib/libvirt.js';
 import { PowerState } from '../../lib/nova.js';
+import type { Progress } from '../../lib/progress.js';
 
 const instanceUuid = '6f1c2b8e-3d4a-4e5f-8a9b-0c1d2e3f4a5b';
 

@@ -1,3 +1,7 @@
+// lib/format-inspector.ts against images qemu-img itself makes, one describe per format. One
+// file, longer than 300 lines, on purpose: beforeAll makes every sample image at once, in
+// parallel, and cases cross formats (a qcow2 that is also an ISO, checkImage of each format), so a
+// split by format would repeat the fixtures and their helpers in every part.
 import { execFile } from 'node:child_process';
 import { copyFile, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-import { expectedHash, type GlanceImage, ImageDigest, nodeHashAlgorithm } from '../../lib/glance.js';
+import type { GlanceImage } from '../../lib/glance.js';
+import { expectedHash, ImageDigest, nodeHashAlgorithm } from '../../lib/image-hash.js';
 
 const image = (fields: Partial<GlanceImage>) =>
   ({ os_hash_algo: null, os_hash_value: null, checksum: null, ...fields }) as GlanceImage;
