@@ -11,7 +11,7 @@ import type { LibvirtConnection } from '../lib/libvirt.js';
 import { logger } from '../lib/logger.js';
 import { isUuid } from '../lib/nova.js';
 import { removeInstanceFromHost } from '../lib/host-paths.js';
-import { type InstancePlacement, instancePlacements } from './database.js';
+import { type InstancePlacement, instancePlacements } from '../lib/db/instances.js';
 
 /**
  * A download not written to for this long is a dead worker's: a running one writes every moment.

@@ -3,7 +3,7 @@
 // need no Temporal access of their own.
 import { type Client, WorkflowNotFoundError } from '@temporalio/client';
 import type { Pool } from 'pg';
-import type { InstanceActionRecord } from '../activities/action-log.js';
+import type { InstanceActionRecord } from '../lib/db/instance-actions.js';
 import { currentProgress } from '../lib/actions.js';
 import { logger } from '../lib/logger.js';
 

@@ -5,7 +5,8 @@ import { type Client, WorkflowExecutionAlreadyStartedError } from '@temporalio/c
 import { ApplicationFailure } from '@temporalio/common';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Pool } from 'pg';
-import { type DatabaseActivities, getInstance } from '../activities/database.js';
+import { getInstance } from '../lib/db/instances.js';
+import { claimInstance, releaseInstance } from '../lib/db/task-states.js';
 import { type Action, startAction } from '../lib/actions.js';
 import type { Config } from '../lib/config.js';
 import type { GlanceClient, GlanceImage } from '../lib/glance.js';
@@ -29,7 +30,6 @@ export type Begin = (
 /** What each route module of api/routes/ is given, made once by buildApi. */
 export interface RouteDependencies extends ApiDependencies {
   begin: Begin;
-  database: DatabaseActivities;
   glance: GlanceClient;
 }
 
@@ -74,7 +74,7 @@ export const visibleTo = (context: RequestContext, image: GlanceImage) =>
  * own (same request, same workflow id).
  */
 export async function claimAndStart<A extends Action & InstanceAction>(
-  { config, client, database }: Pick<RouteDependencies, 'config' | 'client' | 'database'>,
+  { config, client, pool }: Pick<RouteDependencies, 'config' | 'client' | 'pool'>,
   request: FastifyRequest,
   context: RequestContext,
   instance: Instance,
@@ -83,7 +83,7 @@ export async function claimAndStart<A extends Action & InstanceAction>(
 ): Promise<void> {
   const requestId = request.id;
   const who = { requestId, userId: context.userId, projectId: context.projectId };
-  await database.claimInstance({
+  await claimInstance(pool, {
     instanceUuid: instance.uuid,
     action,
     ...who,
@@ -92,7 +92,7 @@ export async function claimAndStart<A extends Action & InstanceAction>(
   try {
     await startAction(client, config, action, { instanceUuid: instance.uuid, ...who, ...extra });
   } catch (error) {
-    await database.releaseInstance({ instanceUuid: instance.uuid, requestId });
+    await releaseInstance(pool, { instanceUuid: instance.uuid, requestId });
     if (error instanceof WorkflowExecutionAlreadyStartedError) {
       throw new ApiFault(409, `Another ${action} of instance ${instance.uuid} is still running.`);
     }

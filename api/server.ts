@@ -5,7 +5,6 @@
 import { randomUUID } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
-import { createDatabaseActivities } from '../activities/database.js';
 import { GlanceClient } from '../lib/glance.js';
 import { logger } from '../lib/logger.js';
 import { ApiFault, FAULT_CODE_OF_FAILURE } from './faults.js';
@@ -81,7 +80,6 @@ export function buildApi({ config, pool, client }: ApiDependencies): FastifyInst
     pool,
     client,
     begin: beginner(config.auth),
-    database: createDatabaseActivities(pool),
     glance: new GlanceClient(config.glance),
   };
   for (const register of ROUTES) register(app, deps);

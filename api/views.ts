@@ -1,5 +1,5 @@
 // Nova's JSON views of servers and instance actions.
-import type { InstanceActionRecord } from '../activities/action-log.js';
+import type { InstanceActionRecord } from '../lib/db/instance-actions.js';
 import { domainName } from '../lib/libvirt.js';
 import { type Instance, serverStatus } from '../lib/nova.js';
 import type { RequestContext } from './context.js';

@@ -5,7 +5,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { DomainState } from '@unraid/libvirt';
 import type { Pool } from 'pg';
 import { instanceDirectory } from '../lib/host-paths.js';
-import { getInstance } from '../activities/database.js';
+import { getInstance } from '../lib/db/instances.js';
 import type { GlanceClient, RequestContext } from '../lib/glance.js';
 import type { LibvirtConnection } from '../lib/libvirt.js';
 

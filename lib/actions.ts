@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { type Client, decodePendingActivityState, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { Pool } from 'pg';
-import { getInstance } from '../activities/database.js';
+import { getInstance } from './db/instances.js';
 import type { Progress } from './progress.js';
 import type { Config } from './config.js';
 import type { Instance } from './nova.js';

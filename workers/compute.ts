@@ -5,7 +5,7 @@ import { mkdir, statfs } from 'node:fs/promises';
 import { type NativeConnection, Worker } from '@temporalio/worker';
 import type pg from 'pg';
 import { createComputeActivities } from '../activities/compute/index.js';
-import { reportComputeNode } from '../activities/database.js';
+import { reportComputeNode } from '../lib/db/compute-services.js';
 import { reconcileHost } from '../activities/host-reconcile.js';
 import { type Config, loadConfig } from '../lib/config.js';
 import { GlanceClient } from '../lib/glance.js';

@@ -1,7 +1,7 @@
 // Nova's os-instance-actions: the actions log of a server the caller may see, and one action
 // with its events (their details from 2.84).
 import type { FastifyInstance } from 'fastify';
-import { listInstanceActions } from '../../activities/action-log.js';
+import { listInstanceActions } from '../../lib/db/instance-actions.js';
 import { ApiFault } from '../faults.js';
 import { atLeast } from '../microversions.js';
 import { actionProgress } from '../progress.js';

@@ -7,7 +7,7 @@ import {
   type ComputeServiceChanges,
   listComputeServices,
   updateComputeService,
-} from '../../activities/database.js';
+} from '../../lib/db/compute-services.js';
 import { ApiFault } from '../faults.js';
 import { atLeast, type Microversion } from '../microversions.js';
 import type { RouteDependencies } from '../requests.js';

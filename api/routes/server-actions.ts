@@ -3,7 +3,8 @@
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import type { FastifyInstance } from 'fastify';
-import { claimHolder, resetInstanceState } from '../../activities/database.js';
+import { selectDestination } from '../../lib/db/placement.js';
+import { claimHolder, resetInstanceState } from '../../lib/db/task-states.js';
 import { type Instance, VmState } from '../../lib/nova.js';
 import { targetZone } from '../../lib/scheduler.js';
 import { resetStateRequest, unshelveRequest } from '../action-bodies.js';
@@ -14,7 +15,7 @@ import { claimAndStart, forbidden, type RouteDependencies, visibleServer } from 
 const SERVER_ACTIONS = ['shelve', 'shelveOffload', 'unshelve', 'os-resetState'] as const;
 
 export function registerServerActionRoutes(app: FastifyInstance, deps: RouteDependencies): void {
-  const { pool, client, begin, database } = deps;
+  const { pool, client, begin } = deps;
 
   app.post<{ Params: { id: string }; Body: unknown }>('/v2.1/servers/:id/action', async (request, reply) => {
     const { context, version } = await begin(request, reply);
@@ -49,17 +50,15 @@ export function registerServerActionRoutes(app: FastifyInstance, deps: RouteDepe
     }
     if (unshelve.host !== undefined || unshelve.availabilityZone) {
       // The zone and host errors Nova's API gives at once (400, 409), from the scheduler itself.
-      await database
-        .selectDestination({
-          instanceUuid: instance.uuid,
-          flavor: instance.flavor,
-          availabilityZone: targetZone(unshelve, instance),
-          requestedHost: unshelve.host,
-        })
-        .catch((error: unknown) => {
-          if (error instanceof ApplicationFailure && error.type === 'NoValidHost') return;
-          throw error;
-        });
+      await selectDestination(pool, {
+        instanceUuid: instance.uuid,
+        flavor: instance.flavor,
+        availabilityZone: targetZone(unshelve, instance),
+        requestedHost: unshelve.host,
+      }).catch((error: unknown) => {
+        if (error instanceof ApplicationFailure && error.type === 'NoValidHost') return;
+        throw error;
+      });
     }
 
     await claimAndStart(deps, request, context, instance, action, unshelve);

@@ -2,7 +2,7 @@
 // and delete. An action on a server is api/routes/server-actions.ts.
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { listInstances } from '../../activities/database.js';
+import { createInstance, listInstances } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import { findFlavor } from '../../lib/flavors.js';
 import {
@@ -45,7 +45,7 @@ async function checkBootImage(
 }
 
 export function registerServerRoutes(app: FastifyInstance, deps: RouteDependencies): void {
-  const { config, pool, client, begin, database, glance } = deps;
+  const { config, pool, client, begin, glance } = deps;
 
   app.get<{ Params: { id: string } }>('/v2.1/servers/:id', async (request, reply) => {
     const { context } = await begin(request, reply);
@@ -92,7 +92,7 @@ export function registerServerRoutes(app: FastifyInstance, deps: RouteDependenci
     };
     // Recorded before the 202, so that the client's next GET finds the server; the workflow's
     // own create finds this row (same request) and goes on.
-    await database.createInstance({
+    await createInstance(pool, {
       uuid: instanceUuid,
       displayName: server.name,
       projectId: context.projectId,

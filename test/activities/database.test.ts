@@ -1,9 +1,12 @@
-// The claim and the compare-and-swap saves, on the real PostgreSQL.
+// The claim and the compare-and-swap saves (lib/db), on the real PostgreSQL, and the claim
+// activity's rule that the workflow running it is the claimant.
 import { randomUUID } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type ClaimRequest, createDatabaseActivities, getInstance } from '../../activities/database.js';
+import { createDatabaseActivities } from '../../activities/database.js';
+import { createInstance, getInstance } from '../../lib/db/instances.js';
+import { type ClaimRequest, claimInstance, markInstanceDeleted, saveInstance } from '../../lib/db/task-states.js';
 import { loadConfig } from '../../lib/config.js';
 import { macAddress, type Port } from '../../lib/nova.js';
 import { sqlErrorsClassified, sqlState } from '../../lib/sql-errors.js';
@@ -16,7 +19,7 @@ const database = createDatabaseActivities(pool);
 async function activeInstance(ports: Omit<Port, 'bindingHost'>[] = []): Promise<string> {
   const uuid = randomUUID();
   const requestId = `req-build-${uuid}`;
-  await database.createInstance({
+  await createInstance(pool, {
     uuid,
     displayName: 'db-test',
     projectId: 'p',
@@ -29,7 +32,7 @@ async function activeInstance(ports: Omit<Port, 'bindingHost'>[] = []): Promise<
     blockDeviceMappings: [],
     ports,
   });
-  await database.saveInstance({
+  await saveInstance(pool, {
     instanceUuid: uuid,
     requestId,
     expectedTaskStates: ['spawning'],
@@ -45,7 +48,7 @@ describe('claimInstance', () => {
     const uuid = await activeInstance();
     const claims = await Promise.allSettled(
       Array.from({ length: 10 }, (_, i) =>
-        database.claimInstance({ instanceUuid: uuid, action: 'shelve', requestId: `req-${i}` }),
+        claimInstance(pool, { instanceUuid: uuid, action: 'shelve', requestId: `req-${i}` }),
       ),
     );
     expect(claims.filter((claim) => claim.status === 'fulfilled')).toHaveLength(1);
@@ -61,8 +64,8 @@ describe('claimInstance', () => {
   it('passes again for the request that holds the claim (a retried activity), and sets image_base_image_ref', async () => {
     const uuid = await activeInstance();
     const claim = { instanceUuid: uuid, action: 'shelve', requestId: 'req-a' } as const;
-    await database.claimInstance(claim);
-    const again = await database.claimInstance(claim);
+    await claimInstance(pool, claim);
+    const again = await claimInstance(pool, claim);
     expect(again.taskState).toBe('shelving');
     expect(again.systemMetadata.image_base_image_ref).toBe(again.imageRef);
   });
@@ -71,7 +74,7 @@ describe('claimInstance', () => {
     const uuid = await activeInstance();
     const claim = { instanceUuid: uuid, action: 'shelve', requestId: 'req-api' } as const;
     // The API claims for the workflow it is about to start.
-    await database.claimInstance({ ...claim, workflowId: `shelve-${uuid}` });
+    await claimInstance(pool, { ...claim, workflowId: `shelve-${uuid}` });
     const inWorkflow = (workflowId: string, request: ClaimRequest = claim) =>
       new MockActivityEnvironment({ workflowExecution: { workflowId, runId: randomUUID() } }).run(
         database.claimInstance,
@@ -81,7 +84,7 @@ describe('claimInstance', () => {
     for (const attempt of [
       () => inWorkflow('intruder'),
       () => inWorkflow('intruder', { ...claim, workflowId: `shelve-${uuid}` }),
-      () => database.claimInstance(claim),
+      () => claimInstance(pool, claim),
     ]) {
       await expect(attempt()).rejects.toMatchObject({
         type: 'UnexpectedTaskState',
@@ -97,7 +100,7 @@ describe('claimInstance', () => {
     const uuid = await activeInstance();
     const before = await getInstance(pool, uuid);
     await expect(
-      database.claimInstance({
+      claimInstance(pool, {
         instanceUuid: uuid,
         action: 'shelveOffload',
         requestId: 'r',
@@ -112,9 +115,10 @@ describe('claimInstance', () => {
   it('refuses an unknown or malformed instance id', async () => {
     const unknown = randomUUID();
     for (const id of [unknown, '../../etc/passwd']) {
-      await expect(
-        database.claimInstance({ instanceUuid: id, action: 'shelve', requestId: 'r' }),
-      ).rejects.toMatchObject({ type: 'InstanceNotFound', message: `Instance ${id} could not be found.` });
+      await expect(claimInstance(pool, { instanceUuid: id, action: 'shelve', requestId: 'r' })).rejects.toMatchObject({
+        type: 'InstanceNotFound',
+        message: `Instance ${id} could not be found.`,
+      });
     }
   });
 });
@@ -122,9 +126,9 @@ describe('claimInstance', () => {
 describe('saveInstance', () => {
   it('refuses a request that does not hold the instance', async () => {
     const uuid = await activeInstance();
-    await database.claimInstance({ instanceUuid: uuid, action: 'shelve', requestId: 'owner' });
+    await claimInstance(pool, { instanceUuid: uuid, action: 'shelve', requestId: 'owner' });
     await expect(
-      database.saveInstance({
+      saveInstance(pool, {
         instanceUuid: uuid,
         requestId: 'stranger',
         expectedTaskStates: ['shelving'],
@@ -149,8 +153,8 @@ describe('createInstance', () => {
     expect(recorded!.macAddress).toMatch(/^fa:16:3e(:[0-9a-f]{2}){3}$/);
 
     const requestId = `req-delete-${holder}`;
-    await database.claimInstance({ instanceUuid: holder, action: 'delete', requestId });
-    await database.markInstanceDeleted({ instanceUuid: holder, requestId });
+    await claimInstance(pool, { instanceUuid: holder, action: 'delete', requestId });
+    await markInstanceDeleted(pool, { instanceUuid: holder, requestId });
     const third = await activeInstance([port(mac)]);
     expect((await getInstance(pool, third)).ports[0]!.macAddress).toBe(mac);
   });

@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { buildApi } from '../../api/server.js';
 import type { Instance } from '../../lib/nova.js';
 import { workflowId } from '../../lib/temporal.js';

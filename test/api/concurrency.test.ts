@@ -4,7 +4,7 @@
 // every instance ends in a valid state.
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { buildApi } from '../../api/server.js';
 import { workflowId } from '../../lib/temporal.js';
 import { startTestStack, type TestStack } from '../support/stack.js';

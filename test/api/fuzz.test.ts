@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { FAULT_NAMES, type FaultCode } from '../../api/faults.js';
 import { buildApi } from '../../api/server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';

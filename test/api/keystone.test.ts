@@ -7,7 +7,7 @@ import { Client, type Connection } from '@temporalio/client';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDatabaseActivities } from '../../activities/database.js';
+import { createInstance } from '../../lib/db/instances.js';
 import { buildApi } from '../../api/server.js';
 import { type Config, loadConfig } from '../../lib/config.js';
 import { connectClient } from '../../lib/temporal-client.js';
@@ -52,12 +52,11 @@ describe('the compute API with Keystone tokens', () => {
     config = loadConfig({ ...process.env, AUTH_STRATEGY: 'keystone' });
     pool = new pg.Pool({ connectionString: config.databaseUrl });
     connection = await connectClient(config);
-    const database = createDatabaseActivities(pool);
     for (const [which, owner] of [
       ['mine', { projectId, userId: userIds.member }],
       ['theirs', { projectId: `other-project-${suffix}`, userId: 'someone' }],
     ] as const) {
-      await database.createInstance({
+      await createInstance(pool, {
         uuid: servers[which],
         displayName: `keystone-${which}`,
         ...owner,

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rootDiskFile } from '../../lib/host-paths.js';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { buildApi } from '../../api/server.js';
 import { sameGuestContent } from '../../lib/qemu-img.js';
 import { createSampleDisk, removeSampleDisk, type SampleDisk, uploadBootImage } from '../../lib/sample-disk.js';

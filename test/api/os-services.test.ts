@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { reportComputeNode } from '../../activities/database.js';
+import { reportComputeNode } from '../../lib/db/compute-services.js';
 import { buildApi } from '../../api/server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instanceDirectory } from '../../lib/host-paths.js';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
 import { buildKnownVm, type KnownVm } from '../support/known-vm.js';

@@ -4,8 +4,8 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listInstanceActions } from '../../activities/action-log.js';
-import { getInstance } from '../../activities/database.js';
+import { listInstanceActions } from '../../lib/db/instance-actions.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import { type Config, loadConfig } from '../../lib/config.js';
 import type { TaskState } from '../../lib/nova.js';

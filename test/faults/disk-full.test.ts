@@ -11,7 +11,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instanceDirectory } from '../../lib/host-paths.js';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { type Config, loadConfig } from '../../lib/config.js';
 import { startShelve } from '../support/faults.js';
 import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';

@@ -6,8 +6,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listInstanceActions } from '../../activities/action-log.js';
-import { getInstance } from '../../activities/database.js';
+import { listInstanceActions } from '../../lib/db/instance-actions.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
 import {

@@ -8,9 +8,10 @@ import { randomUUID } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import type { WorkflowHandle } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listInstanceActions } from '../../activities/action-log.js';
+import { listInstanceActions } from '../../lib/db/instance-actions.js';
 import type { ComputeActivities } from '../../activities/compute/index.js';
-import { createDatabaseActivities, getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
+import { claimInstance } from '../../lib/db/task-states.js';
 import { type Action, startAction } from '../../lib/actions.js';
 import { type Instance, PowerState, VmState } from '../../lib/nova.js';
 import { reconcileNow } from '../support/faults.js';
@@ -50,7 +51,6 @@ const CASES: Case[] = [
 describe('an action cancelled or terminated at each of its compute steps', () => {
   let stack: TestStack;
   let stub: StubHost;
-  let database: ReturnType<typeof createDatabaseActivities>;
   /** The step that waits, and a way to tell the test it was reached. */
   let holding: { step: Step; reached: () => void } | null = null;
 
@@ -71,7 +71,6 @@ describe('an action cancelled or terminated at each of its compute steps', () =>
 
   beforeAll(async () => {
     stack = await startTestStack({ SHELVED_OFFLOAD_TIME: '-1' });
-    database = createDatabaseActivities(stack.pool);
     stub = await startStubHost(stack, {
       powerOffInstance: held('powerOffInstance', async () => PowerState.SHUTDOWN),
       snapshotInstance: held('snapshotInstance', ({ imageId }) => stub.snapshot(imageId)),
@@ -173,7 +172,7 @@ describe('an action cancelled or terminated at each of its compute steps', () =>
   it('a claim whose workflow never started (the API stopped between its claim and the start): one reconcile frees it', async () => {
     const instanceUuid = await instanceIn(VmState.ACTIVE);
     const workflowId = `shelve-never-started-${randomUUID()}`;
-    await database.claimInstance({ instanceUuid, action: 'shelve', requestId: `req-${randomUUID()}`, workflowId });
+    await claimInstance(stack.pool, { instanceUuid, action: 'shelve', requestId: `req-${randomUUID()}`, workflowId });
     expect(await reconcileNow(stack, [instanceUuid])).toMatchObject({ claimsReleased: 1, failures: 0 });
     const instance = await getInstance(stack.pool, instanceUuid);
     expect(instance).toMatchObject({ vmState: 'active', taskState: null });

@@ -3,7 +3,7 @@
 // domain left behind and the guest's bytes intact after an unshelve.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import { startShelve, startStack, stopService } from '../support/faults.js';
 import { buildKnownVm, type KnownVm } from '../support/known-vm.js';

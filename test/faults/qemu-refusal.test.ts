@@ -11,7 +11,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createComputeActivities } from '../../activities/compute/index.js';
 import { instanceDirectory } from '../../lib/host-paths.js';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import { domainRequestId } from '../../lib/libvirt.js';
 import type { Instance } from '../../lib/nova.js';

@@ -1,16 +1,18 @@
 // In-memory stand-ins for the conductor's activities on PostgreSQL, Glance and the actions log,
 // for workflow tests without the stack. Writes to an instance follow the rules of
-// activities/database.ts (a claim, then compare-and-swap on task_state by the request that holds
+// lib/db/task-states.ts (a claim, then compare-and-swap on task_state by the request that holds
 // it) and fail with the same failure types, which the workflows branch on.
 import { randomUUID } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import type { ActionLogActivities, InstanceActionRecord } from '../../activities/action-log.js';
-import type { ClaimRequest, DatabaseActivities, SaveRequest } from '../../activities/database.js';
+import type { ActionLogActivities } from '../../activities/action-log.js';
+import type { DatabaseActivities } from '../../activities/database.js';
 import type { ImageActivities } from '../../activities/images.js';
 import type { SettingsActivities } from '../../activities/settings.js';
 import { createTemporalActivities, type TemporalActivities } from '../../activities/temporal.js';
 import type { GlanceImage } from '../../lib/glance.js';
+import type { InstanceActionRecord } from '../../lib/db/instance-actions.js';
+import type { ClaimRequest, SaveRequest } from '../../lib/db/task-states.js';
 import {
   ALLOWED_VM_STATES,
   CLAIM_TASK_STATE,

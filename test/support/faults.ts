@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { expect } from 'vitest';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { currentProgress, startAction } from '../../lib/actions.js';
 import type { ReconcileSummary } from '../../workflows/reconcile.js';
 import { e2eOwner, type KnownVm } from './known-vm.js';

@@ -4,7 +4,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import type { Config } from '../../lib/config.js';
 import { removeInstanceFromHost, rootDiskFile } from '../../lib/host-paths.js';

@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import type { WorkflowHandle } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import type { ComputeActivities } from '../../activities/compute/index.js';
-import { reportComputeNode } from '../../activities/database.js';
+import { reportComputeNode } from '../../lib/db/compute-services.js';
 import { startAction } from '../../lib/actions.js';
 import { type Instance, PowerState } from '../../lib/nova.js';
 import type { UploadedSnapshot } from '../../lib/progress.js';

@@ -4,8 +4,9 @@
 import { randomUUID } from 'node:crypto';
 import { type WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listInstanceActions } from '../../activities/action-log.js';
-import { createDatabaseActivities, getInstance } from '../../activities/database.js';
+import { listInstanceActions } from '../../lib/db/instance-actions.js';
+import { getInstance } from '../../lib/db/instances.js';
+import { claimInstance } from '../../lib/db/task-states.js';
 import { startAction } from '../../lib/actions.js';
 import { PowerState } from '../../lib/nova.js';
 import { workflowId } from '../../lib/temporal.js';
@@ -118,7 +119,7 @@ describe('claims and task states', () => {
     const requestId = `req-${randomUUID()}`;
     const hold = holdPowerOff(instanceUuid);
     // The API's way: the claim for the request and the workflow it is about to start, then the start.
-    await createDatabaseActivities(stack.pool).claimInstance({
+    await claimInstance(stack.pool, {
       instanceUuid,
       action: 'shelve',
       requestId,

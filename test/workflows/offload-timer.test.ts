@@ -2,7 +2,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
 import { offloadTimerWorkflowId } from '../../lib/temporal.js';

@@ -4,12 +4,8 @@
 import { randomUUID } from 'node:crypto';
 import { WorkflowFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  getInstance,
-  listComputeServices,
-  reportComputeNode,
-  updateComputeService,
-} from '../../activities/database.js';
+import { listComputeServices, reportComputeNode, updateComputeService } from '../../lib/db/compute-services.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import { computeTaskQueue } from '../../lib/temporal.js';
 import { type Instance, PowerState } from '../../lib/nova.js';

@@ -1,6 +1,6 @@
 // Shelve-offload as its own action (docs/nova-behaviour.md §1.5, transitions O1 and O2), on a stub compute host.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listInstanceActions } from '../../activities/action-log.js';
+import { listInstanceActions } from '../../lib/db/instance-actions.js';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
 import { startTestStack, type TestStack } from '../support/stack.js';

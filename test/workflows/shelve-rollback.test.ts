@@ -3,8 +3,8 @@
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listInstanceActions } from '../../activities/action-log.js';
-import { getInstance } from '../../activities/database.js';
+import { listInstanceActions } from '../../lib/db/instance-actions.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { type StubHost, startStubHost, testOwner } from '../support/stub-host.js';

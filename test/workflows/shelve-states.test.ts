@@ -2,7 +2,7 @@
 // always powered off hard (docs/nova-behaviour.md §8.5). vm-shelve has no stop or pause action of its own, so the
 // test puts the instance in those states in the database.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { getInstance } from '../../activities/database.js';
+import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import { type Instance, PowerState, VmState } from '../../lib/nova.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
