@@ -22,6 +22,7 @@ DEBIAN_PACKAGES=(
   python3-keystone uwsgi-plugin-python3
   chromium
   build-essential python3 curl acl
+  fdisk dosfstools mtools syslinux cpio xz-utils ovmf
 )
 
 log() { printf '\033[1m[%s]\033[0m %s\n' "${LOG_TAG:-vm-shelve}" "$*" >&2; }

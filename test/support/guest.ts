@@ -1,0 +1,341 @@
+// The project's test guest (docs/guest.md): building its image, booting it with QEMU directly, and
+// talking its line protocol over the serial console or TCP.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { access, constants, copyFile } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const repoDir = path.resolve(import.meta.dirname, '../..');
+
+/** The guest's readiness line on its consoles: `vm-shelve-guest ready <ip or none>`. */
+export const readyLine = /^vm-shelve-guest ready (\S+)$/;
+/** What the guest prints when the ACPI power button powers it off. */
+export const powerOffLine = /^vm-shelve-guest power-off$/;
+/** The TCP port of the guest's protocol. */
+export const guestProtocolPort = 7;
+
+let imageBuild: Promise<string> | undefined;
+
+/**
+ * Path of the guest's qcow2 image in the cache, built by scripts/guest-image on first use (once per
+ * set of inputs; a minute or so the first time). Never write to it: boot an overlay.
+ */
+export function guestImage(): Promise<string> {
+  imageBuild ??= run('bash', [path.join(repoDir, 'scripts/guest-image')], { maxBuffer: 1 << 20 }).then(({ stdout }) =>
+    stdout.trim(),
+  );
+  return imageBuild;
+}
+
+/** A qcow2 overlay at `file` whose backing file is the guest image: the disk one guest writes. */
+export async function createGuestDisk(file: string): Promise<void> {
+  const image = await guestImage();
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', image, file]);
+}
+
+/** A socket read as lines (\r dropped), with a way to wait for the next line that matches. */
+export class LineChannel {
+  private readonly lines: string[] = [];
+  private partial = '';
+  private waiters: (() => void)[] = [];
+  private closed = false;
+
+  constructor(
+    private readonly socket: net.Socket,
+    /** Every line received, for a test's log. */
+    private readonly onLine?: (line: string) => void,
+  ) {
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => {
+      const parts = (this.partial + chunk).split('\n');
+      this.partial = parts.pop() ?? '';
+      for (const raw of parts) {
+        const line = raw.replace(/\r/g, '');
+        this.onLine?.(line);
+        this.lines.push(line);
+      }
+      this.wake();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.wake();
+    });
+    socket.on('error', () => undefined);
+  }
+
+  private wake(): void {
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const wake of waiters) wake();
+  }
+
+  send(line: string): void {
+    this.socket.write(`${line}\n`);
+  }
+
+  /**
+   * The first unread line matching `pattern` (the lines before it are consumed, so kernel messages
+   * or an echo on a console are skipped). Rejects after `timeoutMs` or when the socket closes.
+   */
+  async waitFor(pattern: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      while (this.lines.length > 0) {
+        const line = this.lines.shift() as string;
+        const match = pattern.exec(line);
+        if (match) return match;
+      }
+      if (this.closed) throw new Error(`the guest's channel closed before a line matching ${pattern}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no line matching ${pattern} within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Forgets the lines received so far (before a command whose answer must come after it). */
+  drop(): void {
+    this.lines.length = 0;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** Connects to a unix socket or TCP address, retrying while nobody listens yet. */
+export async function connectWithRetry(
+  address: { path: string } | { host: string; port: number },
+  timeoutMs: number,
+): Promise<net.Socket> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const socket = net.connect(address);
+    try {
+      await once(socket, 'connect');
+      return socket;
+    } catch (error) {
+      socket.destroy();
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
+
+/** The guest's protocol (docs/guest.md) over one line channel: its serial console or a TCP connection. */
+export class GuestProtocol {
+  constructor(
+    private readonly channel: LineChannel,
+    private readonly timeoutMs = 30_000,
+  ) {}
+
+  private async ask(command: string, answer: RegExp): Promise<RegExpMatchArray> {
+    this.channel.drop();
+    this.channel.send(command);
+    const match = await this.channel.waitFor(new RegExp(`${answer.source}|^error (.*)$`), this.timeoutMs);
+    if (match[0].startsWith('error ')) throw new Error(`guest: ${match[0]} (to ${command.slice(0, 40)})`);
+    return match;
+  }
+
+  /** The guest's address, or 'none'. */
+  async ping(): Promise<string> {
+    return (await this.ask('ping', /^pong (\S+)$/))[1] as string;
+  }
+
+  /** Writes a file on the guest's /data and syncs it; returns the sha256 the guest computed. */
+  async write(name: string, content: Buffer): Promise<string> {
+    return (await this.ask(`write ${name} ${content.toString('base64')}`, /^ok ([0-9a-f]{64})$/))[1] as string;
+  }
+
+  /** A file of the guest's /data, or null when it has none of that name. */
+  async read(name: string): Promise<Buffer | null> {
+    const match = await this.ask(`read ${name}`, /^(missing|[A-Za-z0-9+/]+=*|=)$/);
+    return match[1] === 'missing' ? null : Buffer.from(match[1] as string, 'base64');
+  }
+}
+
+/** A minimal QMP client: the greeting, capabilities negotiation, then one command at a time. */
+export class Qmp {
+  private constructor(private readonly channel: LineChannel) {}
+
+  static async connect(socketPath: string, timeoutMs = 10_000): Promise<Qmp> {
+    const qmp = new Qmp(new LineChannel(await connectWithRetry({ path: socketPath }, timeoutMs)));
+    await qmp.channel.waitFor(/"QMP"/, timeoutMs);
+    await qmp.execute('qmp_capabilities');
+    return qmp;
+  }
+
+  async execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+    this.channel.send(JSON.stringify(args ? { execute: command, arguments: args } : { execute: command }));
+    const match = await this.channel.waitFor(/^\{"(return|error)"/, 10_000);
+    const answer = JSON.parse(match.input as string) as { return?: unknown; error?: { desc: string } };
+    if (answer.error) throw new Error(`QMP ${command}: ${answer.error.desc}`);
+    return answer.return;
+  }
+
+  close(): void {
+    this.channel.close();
+  }
+}
+
+export type Firmware = 'bios' | 'uefi';
+export type Accelerator = 'kvm' | 'tcg';
+
+const ovmfCode = '/usr/share/OVMF/OVMF_CODE_4M.fd';
+const ovmfVars = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+
+/** A guest running under qemu-system-x86_64, with its serial console and QMP on unix sockets. */
+export interface QemuGuest {
+  process: ChildProcess;
+  serial: LineChannel;
+  qmp: Qmp;
+  /** Resolves with QEMU's exit code (or signal) when the process ends. */
+  exited: Promise<number | string>;
+  /** Kills QEMU (a destroy) if it still runs, and closes the sockets. */
+  kill(): Promise<void>;
+}
+
+export interface QemuGuestOptions {
+  /** The qcow2 disk (an overlay of the guest image, see createGuestDisk). */
+  disk: string;
+  /** A folder of this guest's own for its sockets and UEFI variables. */
+  dir: string;
+  firmware: Firmware;
+  accelerator: Accelerator;
+  /** QEMU user networking's host forwards: host port -> guest port. */
+  hostForwards?: { hostPort: number; guestPort: number }[];
+  /** Every serial console line, e.g. to a test's log. */
+  onSerialLine?: (line: string) => void;
+}
+
+/**
+ * Starts QEMU the way libvirt runs the project's domains (machine `pc`, a virtio disk and NIC), with
+ * user-mode networking (the guest gets 10.0.2.15 by DHCP). QEMU waits for the serial console's
+ * client before it starts the guest, so no line is lost.
+ */
+export async function startQemuGuest(options: QemuGuestOptions): Promise<QemuGuest> {
+  const serialPath = path.join(options.dir, 'serial.sock');
+  const qmpPath = path.join(options.dir, 'qmp.sock');
+  const forwards = (options.hostForwards ?? []).map((f) => `,hostfwd=tcp:127.0.0.1:${f.hostPort}-:${f.guestPort}`);
+  const args = [
+    '-machine',
+    `pc,accel=${options.accelerator}`,
+    '-m',
+    '256',
+    '-display',
+    'none',
+    '-no-user-config',
+    '-nodefaults',
+    '-vga',
+    'std',
+    '-chardev',
+    `socket,id=serial0,path=${serialPath},server=on,wait=on`,
+    '-serial',
+    'chardev:serial0',
+    '-chardev',
+    `socket,id=qmp0,path=${qmpPath},server=on,wait=off`,
+    '-mon',
+    'chardev=qmp0,mode=control',
+    '-drive',
+    `file=${options.disk},format=qcow2,if=virtio`,
+    '-netdev',
+    `user,id=net0${forwards.join('')}`,
+    '-device',
+    'virtio-net-pci,netdev=net0',
+  ];
+  if (options.firmware === 'uefi') {
+    const vars = path.join(options.dir, 'OVMF_VARS.fd');
+    await copyFile(ovmfVars, vars);
+    args.push(
+      '-drive',
+      `if=pflash,format=raw,unit=0,readonly=on,file=${ovmfCode}`,
+      '-drive',
+      `if=pflash,format=raw,unit=1,file=${vars}`,
+    );
+  }
+  const qemu = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  qemu.stderr?.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<number | string>((resolve) =>
+    qemu.on('exit', (code, signal) => resolve(code ?? signal ?? 'unknown')),
+  );
+  const failed = exited.then((code) => {
+    throw new Error(`qemu-system-x86_64 exited (${code}) at start: ${stderr.trim()}`);
+  });
+  try {
+    const serialSocket = await Promise.race([connectWithRetry({ path: serialPath }, 10_000), failed]);
+    const serial = new LineChannel(serialSocket, options.onSerialLine);
+    const qmp = await Promise.race([Qmp.connect(qmpPath), failed]);
+    failed.catch(() => undefined);
+    return {
+      process: qemu,
+      serial,
+      qmp,
+      exited,
+      async kill() {
+        qmp.close();
+        serial.close();
+        if (qemu.exitCode === null && qemu.signalCode === null) {
+          qemu.kill('SIGKILL');
+          await exited;
+        }
+      },
+    };
+  } catch (error) {
+    qemu.kill('SIGKILL');
+    failed.catch(() => undefined);
+    throw error;
+  }
+}
+
+/** True when this process may open /dev/kvm. */
+async function kvmAccessible(): Promise<boolean> {
+  try {
+    await access('/dev/kvm', constants.R_OK | constants.W_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let acceleratorChoice: Promise<Accelerator> | undefined;
+
+/**
+ * The accelerator that boots the guest here: GUEST_ACCEL (kvm or tcg) when set; else KVM when
+ * /dev/kvm opens and a probe guest reaches its ready line under it within 20 s, otherwise TCG.
+ * The probe is needed: some machines offer a /dev/kvm that runs a BIOS but not a kernel (the
+ * kvm-pvm module of nested sandboxes hangs a guest kernel without a word).
+ */
+export function guestAccelerator(dir: string): Promise<Accelerator> {
+  acceleratorChoice ??= (async (): Promise<Accelerator> => {
+    const forced = process.env.GUEST_ACCEL;
+    if (forced === 'kvm' || forced === 'tcg') return forced;
+    if (forced) throw new Error(`GUEST_ACCEL must be kvm or tcg, got '${forced}'`);
+    if (!(await kvmAccessible())) return 'tcg';
+    const disk = path.join(dir, 'kvm-probe.qcow2');
+    await createGuestDisk(disk);
+    const guest = await startQemuGuest({ disk, dir, firmware: 'bios', accelerator: 'kvm' });
+    try {
+      await Promise.race([
+        guest.serial.waitFor(readyLine, 20_000),
+        guest.exited.then((code) => {
+          throw new Error(`QEMU exited (${code})`);
+        }),
+      ]);
+      return 'kvm';
+    } catch {
+      return 'tcg';
+    } finally {
+      await guest.kill();
+    }
+  })();
+  return acceleratorChoice;
+}
