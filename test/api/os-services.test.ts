@@ -3,7 +3,8 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { reportComputeNode } from '../../lib/db/compute-services.js';
+import { computeHostDownReason, listUpComputeHosts, reportComputeNode } from '../../lib/db/compute-services.js';
+import { selectDestination } from '../../lib/db/placement.js';
 import { buildApi } from '../../api/server.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -90,6 +91,28 @@ describe('os-services', () => {
       forced_down: false,
       disabled_reason: null,
     });
+  });
+
+  it('makes a forced-down host down everywhere: the scheduler, the host-down check, the reconciler', async () => {
+    const { id } = await service();
+    const placeOnHost = () =>
+      selectDestination(stack.pool, {
+        instanceUuid: randomUUID(),
+        flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 },
+        availabilityZone: null,
+        requestedHost: host,
+      });
+    await call('PUT', `/v2.1/os-services/${id}`, '2.53', { forced_down: true });
+    try {
+      await expect(placeOnHost()).rejects.toMatchObject({ type: 'NoValidHost' });
+      expect(await computeHostDownReason(stack.pool, host)).toBe(`host ${host} is forced down`);
+      expect(await listUpComputeHosts(stack.pool)).not.toContain(host);
+    } finally {
+      await call('PUT', `/v2.1/os-services/${id}`, '2.53', { forced_down: false });
+    }
+    expect(await placeOnHost()).toMatchObject({ host });
+    expect(await computeHostDownReason(stack.pool, host)).toBeNull();
+    expect(await listUpComputeHosts(stack.pool)).toContain(host);
   });
 
   it('takes the actions of microversions before 2.53, by host', async () => {
