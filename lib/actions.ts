@@ -1,4 +1,4 @@
-// Starting an action's workflow from a client (demo, tests, later the API and CLI), and watching
+// Starting an action's workflow from a client (the API, the CLI, the demo, the tests), and watching
 // the instance change while it runs.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type Client, decodePendingActivityState, type WorkflowHandle } from '@temporalio/client';
