@@ -131,11 +131,16 @@ describe('the compute API', () => {
   });
 
   it('serves Prometheus metrics to admins: actions by result, step durations', async () => {
+    // A shelve, offload and unshelve of its own, run by this process's workers, for the counters to show.
+    const { uuid } = await stub.buildInstance();
+    await act(uuid, { shelve: null });
+    await act(uuid, { shelveOffload: null }, admin);
+    await act(uuid, { unshelve: null });
+
     expect((await call('GET', '/metrics', owner)).statusCode).toBe(403);
     const metrics = await call('GET', '/metrics', admin);
     expect(metrics.statusCode).toBe(200);
     expect(metrics.headers['content-type']).toContain('text/plain');
-    // The shelve, offload and unshelve of the test above ran in this process's workers.
     for (const action of ['shelve', 'shelveOffload', 'unshelve']) {
       expect(metrics.body).toMatch(new RegExp(`vm_shelve_actions_started_total\\{action="${action}"\\} [1-9]`));
       expect(metrics.body).toMatch(

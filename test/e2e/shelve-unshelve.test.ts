@@ -22,7 +22,6 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
   let stack: TestStack;
   let vm: KnownVm;
   let instanceUuid: string;
-  let shelvedImageId: string;
 
   async function run<A extends Action>(action: A, input: Parameters<typeof startAction<A>>[3]): Promise<Instance> {
     const handle = await startAction(stack.client, stack.config, action, input);
@@ -58,36 +57,42 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     await stack?.stop();
   });
 
-  it('built the VM running, its disks holding the known bytes', async () => {
-    const instance = await getInstance(stack.pool, instanceUuid);
-    expect(instance).toMatchObject({
+  // One journey on one VM: each step starts from where the previous one left it.
+  it('builds the VM, shelves and offloads it, unshelves it, logs both, then shelves and unshelves it in place', async () => {
+    const built = await getInstance(stack.pool, instanceUuid);
+    expect(built, 'after the build').toMatchObject({
       vmState: 'active',
       taskState: null,
       powerState: 1,
       host: stack.config.compute.host,
     });
-    const domain = await stack.libvirt.lookupInstance(instanceUuid);
-    expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
-    expect(await vm.diskIsIntact(stack.config)).toBe(true);
-    expect(await ephemeralHolds(ephemeralData)).toBe(true);
-    expect(existsSync(ephemeralDisk().replace('disk.eph0', 'disk.swap'))).toBe(true);
-  });
+    const builtDomain = await stack.libvirt.lookupInstance(instanceUuid);
+    expect((await builtDomain!.getInfo()).state, 'after the build').toBe(DomainState.RUNNING);
+    expect(await vm.diskIsIntact(stack.config), 'after the build').toBe(true);
+    expect(await ephemeralHolds(ephemeralData), 'after the build').toBe(true);
+    expect(existsSync(ephemeralDisk().replace('disk.eph0', 'disk.swap')), 'after the build').toBe(true);
 
-  it('shelves and offloads: domain and files gone, image active with its properties, metadata recorded', async () => {
-    const instance = await run('shelve', { instanceUuid, shutdownTimeout: 1, shelvedOffloadTime: 0 });
-
-    expect(instance).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, powerState: 4, host: null });
+    // Shelve and offload: domain and files gone, image active with its properties, metadata recorded.
+    const offloaded = await run('shelve', { instanceUuid, shutdownTimeout: 1, shelvedOffloadTime: 0 });
+    expect(offloaded, 'after the shelve').toMatchObject({
+      vmState: 'shelved_offloaded',
+      taskState: null,
+      powerState: 4,
+      host: null,
+    });
     const metadata = (await getInstance(stack.pool, instanceUuid)).systemMetadata;
-    expect(metadata.shelved_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$/);
-    expect(metadata.shelved_host).toBe(stack.config.compute.host);
-    expect(metadata.image_base_image_ref).toBe(vm.bootImageId);
-    shelvedImageId = metadata.shelved_image_id!;
+    expect(metadata.shelved_at, 'after the shelve').toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}$/);
+    expect(metadata.shelved_host, 'after the shelve').toBe(stack.config.compute.host);
+    expect(metadata.image_base_image_ref, 'after the shelve').toBe(vm.bootImageId);
+    const shelvedImageId = metadata.shelved_image_id!;
 
-    expect(await stack.libvirt.lookupInstance(instanceUuid)).toBeNull();
-    expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, instanceUuid))).toBe(false);
+    expect(await stack.libvirt.lookupInstance(instanceUuid), 'after the shelve').toBeNull();
+    expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, instanceUuid)), 'after the shelve').toBe(
+      false,
+    );
 
     const image = await stack.glance.getImage(e2eOwner, shelvedImageId);
-    expect(image).toMatchObject({
+    expect(image, 'the shelve snapshot').toMatchObject({
       status: 'active',
       name: `${vm.displayName}-shelved`,
       // The service's, protected: no tenant can upload into it or delete it (docs/security.md, The snapshot).
@@ -111,40 +116,37 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
       os_type: 'linux',
       hw_disk_bus: 'virtio',
     });
-  });
 
-  it('unshelves: domain running, image deleted, metadata cleared, the same guest-visible bytes', async () => {
-    const instance = await run('unshelve', { instanceUuid });
-
-    expect(instance).toMatchObject({
+    // Unshelve: domain running, image deleted, metadata cleared, the same guest-visible bytes.
+    const unshelved = await run('unshelve', { instanceUuid });
+    expect(unshelved, 'after the unshelve').toMatchObject({
       vmState: 'active',
       taskState: null,
       powerState: 1,
       host: stack.config.compute.host,
     });
     for (const key of ['shelved_at', 'shelved_image_id', 'shelved_host']) {
-      expect(instance.systemMetadata).not.toHaveProperty(key);
+      expect(unshelved.systemMetadata, 'after the unshelve').not.toHaveProperty(key);
     }
-    const domain = await stack.libvirt.lookupInstance(instanceUuid);
-    expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
-    expect(await stack.glance.getImage(e2eOwner, shelvedImageId)).toBeNull();
-    expect(await vm.diskIsIntact(stack.config)).toBe(true);
+    const unshelvedDomain = await stack.libvirt.lookupInstance(instanceUuid);
+    expect((await unshelvedDomain!.getInfo()).state, 'after the unshelve').toBe(DomainState.RUNNING);
+    expect(await stack.glance.getImage(e2eOwner, shelvedImageId), 'after the unshelve').toBeNull();
+    expect(await vm.diskIsIntact(stack.config), 'after the unshelve').toBe(true);
     // The compute host counted what it moved: the snapshot up, then down again.
     const moved = Object.fromEntries((await bytesMoved.get()).values.map((v) => [v.labels.direction, v.value]));
-    expect(moved.upload).toBeGreaterThan(32 * 1024 * 1024);
-    expect(moved.download).toBeGreaterThanOrEqual(moved.upload!);
+    expect(moved.upload, 'bytes uploaded').toBeGreaterThan(32 * 1024 * 1024);
+    expect(moved.download, 'bytes downloaded').toBeGreaterThanOrEqual(moved.upload!);
     // Only the root disk is shelved: the ephemeral disk comes back empty.
-    expect(await ephemeralHolds(null)).toBe(true);
-  });
+    expect(await ephemeralHolds(null), 'after the unshelve').toBe(true);
 
-  it('logs each action with its steps, who asked and how each ended', async () => {
+    // The actions log: each action with its steps, who asked and how each ended.
     const actions = await listInstanceActions(stack.pool, instanceUuid);
     const log = actions.map(({ action, message, events }) => ({
       action,
       message,
       events: events.map(({ event, result }) => `${event}:${result}`),
     }));
-    expect(log).toEqual([
+    expect(log, 'the actions log').toEqual([
       {
         action: 'unshelve',
         message: null,
@@ -172,38 +174,40 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
       },
     ]);
     for (const action of actions) {
-      expect(action).toMatchObject({ userId: e2eOwner.userId, projectId: e2eOwner.projectId });
-      expect(action.finishTime).not.toBeNull();
-      for (const event of action.events) expect(event.finishTime).not.toBeNull();
+      expect(action, `the ${action.action} action`).toMatchObject({
+        userId: e2eOwner.userId,
+        projectId: e2eOwner.projectId,
+      });
+      expect(action.finishTime, `the ${action.action} action`).not.toBeNull();
+      for (const event of action.events) expect(event.finishTime, `${action.action}: ${event.event}`).not.toBeNull();
     }
-  });
 
-  it('shelves without offloading (-1): SHELVED on its host, then unshelves in place with the disks untouched', async () => {
+    // Shelve without offloading (-1): SHELVED on its host, then unshelved in place with the disks untouched.
     await guestWrite(stack.config, instanceUuid, 0, ephemeralData, 1);
     const shelved = await run('shelve', { instanceUuid, shutdownTimeout: 1, shelvedOffloadTime: -1 });
-    expect(shelved).toMatchObject({
+    expect(shelved, 'after the shelve in place').toMatchObject({
       vmState: 'shelved',
       taskState: null,
       powerState: 4,
       host: stack.config.compute.host,
     });
     const domain = await stack.libvirt.lookupInstance(instanceUuid);
-    expect((await domain!.getInfo()).state).toBe(DomainState.SHUTOFF);
+    expect((await domain!.getInfo()).state, 'after the shelve in place').toBe(DomainState.SHUTOFF);
     const imageId = shelved.systemMetadata.shelved_image_id!;
-    expect((await stack.glance.getImage(e2eOwner, imageId))?.status).toBe('active');
+    expect((await stack.glance.getImage(e2eOwner, imageId))?.status, 'after the shelve in place').toBe('active');
 
     const active = await run('unshelve', { instanceUuid });
-    expect(active).toMatchObject({
+    expect(active, 'after the unshelve in place').toMatchObject({
       vmState: 'active',
       taskState: null,
       powerState: 1,
       host: stack.config.compute.host,
     });
-    expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
-    expect(await stack.glance.getImage(e2eOwner, imageId)).toBeNull();
-    expect(active.systemMetadata).not.toHaveProperty('shelved_image_id');
-    expect(await vm.diskIsIntact(stack.config)).toBe(true);
-    expect(await ephemeralHolds(ephemeralData)).toBe(true);
+    expect((await domain!.getInfo()).state, 'after the unshelve in place').toBe(DomainState.RUNNING);
+    expect(await stack.glance.getImage(e2eOwner, imageId), 'after the unshelve in place').toBeNull();
+    expect(active.systemMetadata, 'after the unshelve in place').not.toHaveProperty('shelved_image_id');
+    expect(await vm.diskIsIntact(stack.config), 'after the unshelve in place').toBe(true);
+    expect(await ephemeralHolds(ephemeralData), 'after the unshelve in place').toBe(true);
   });
 
   async function expectRefused<A extends Action>(action: A, input: Parameters<typeof startAction<A>>[3]) {

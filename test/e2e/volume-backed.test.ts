@@ -42,10 +42,12 @@ describe('shelve and unshelve of a volume-backed VM', () => {
     );
   });
 
-  it('boots from its volume, which holds the known bytes', async () => {
-    const instance = await getInstance(stack.pool, vm.instanceUuid);
-    expect(instance).toMatchObject({ vmState: 'active', imageRef: '' });
-    expect(instance.blockDeviceMappings).toEqual([
+  // One journey on one VM: each step starts from where the previous one left it.
+  it('boots from its volume, shelves straight to SHELVED_OFFLOADED keeping the volume, unshelves onto it', async () => {
+    // Booted from its volume, which holds the known bytes.
+    const built = await getInstance(stack.pool, vm.instanceUuid);
+    expect(built, 'after the build').toMatchObject({ vmState: 'active', imageRef: '' });
+    expect(built.blockDeviceMappings, 'after the build').toEqual([
       expect.objectContaining({
         bootIndex: 0,
         sourceType: 'image',
@@ -53,42 +55,45 @@ describe('shelve and unshelve of a volume-backed VM', () => {
         imageId: vm.bootImageId,
       }),
     ]);
-    expect(volumeFile.startsWith(stack.config.compute.volumePool.path)).toBe(true);
-    expect(await vm.diskIsIntact(stack.config)).toBe(true);
-  });
+    expect(volumeFile.startsWith(stack.config.compute.volumePool.path), 'the volume file').toBe(true);
+    expect(await vm.diskIsIntact(stack.config), 'after the build').toBe(true);
 
-  it('shelves straight to SHELVED_OFFLOADED even with -1, with no image, keeping the volume', async () => {
-    const handle = await startAction(stack.client, stack.config, 'shelve', {
+    // Shelved straight to SHELVED_OFFLOADED even with -1, with no image, keeping the volume.
+    const shelve = await startAction(stack.client, stack.config, 'shelve', {
       instanceUuid: vm.instanceUuid,
       shutdownTimeout: 0,
       shelvedOffloadTime: -1,
     });
-    const instance = (await handle.result()) as Instance;
-    expect(instance).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
+    const offloaded = (await shelve.result()) as Instance;
+    expect(offloaded, 'after the shelve').toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
     for (const key of ['shelved_at', 'shelved_image_id', 'shelved_host']) {
-      expect(instance.systemMetadata).not.toHaveProperty(key);
+      expect(offloaded.systemMetadata, 'after the shelve').not.toHaveProperty(key);
     }
-    expect(await stack.libvirt.lookupInstance(vm.instanceUuid)).toBeNull();
-    expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, vm.instanceUuid))).toBe(false);
-    expect(existsSync(volumeFile)).toBe(true);
-    const [shelve] = await listInstanceActions(stack.pool, vm.instanceUuid);
-    expect(shelve!.events.map((event) => event.event)).toEqual([
-      'compute_power_off_instance',
-      'compute_shelve_offload_instance',
-    ]);
-  });
+    expect(await stack.libvirt.lookupInstance(vm.instanceUuid), 'after the shelve').toBeNull();
+    expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, vm.instanceUuid)), 'after the shelve').toBe(
+      false,
+    );
+    expect(existsSync(volumeFile), 'the volume after the shelve').toBe(true);
+    const [shelveAction] = await listInstanceActions(stack.pool, vm.instanceUuid);
+    expect(
+      shelveAction!.events.map((event) => event.event),
+      'the shelve steps',
+    ).toEqual(['compute_power_off_instance', 'compute_shelve_offload_instance']);
 
-  it('unshelves onto the same volume, its bytes intact', async () => {
-    const handle = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: vm.instanceUuid });
-    expect(await handle.result()).toMatchObject({
+    // Unshelved onto the same volume, its bytes intact.
+    const unshelve = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: vm.instanceUuid });
+    expect(await unshelve.result(), 'after the unshelve').toMatchObject({
       vmState: 'active',
       taskState: null,
       host: stack.config.compute.host,
     });
     const domain = await stack.libvirt.lookupInstance(vm.instanceUuid);
-    expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
-    expect(await vm.diskIsIntact(stack.config)).toBe(true);
-    const [unshelve] = await listInstanceActions(stack.pool, vm.instanceUuid);
-    expect(unshelve!.events.map((event) => event.event)).toEqual(['schedule_instances', 'compute_unshelve_instance']);
+    expect((await domain!.getInfo()).state, 'after the unshelve').toBe(DomainState.RUNNING);
+    expect(await vm.diskIsIntact(stack.config), 'after the unshelve').toBe(true);
+    const [unshelveAction] = await listInstanceActions(stack.pool, vm.instanceUuid);
+    expect(
+      unshelveAction!.events.map((event) => event.event),
+      'the unshelve steps',
+    ).toEqual(['schedule_instances', 'compute_unshelve_instance']);
   });
 });

@@ -64,6 +64,24 @@ describe('hostile images', () => {
     return id;
   }
 
+  /** The host file's bytes reached no disk, image or log: checked by each case after its own images. */
+  async function expectSecretNowhere(): Promise<void> {
+    const places = [
+      stack.config.compute.instancesPath,
+      stack.config.compute.volumePool.path,
+      path.join(stackDir, 'glance', 'images'),
+      path.join(stackDir, 'logs'),
+    ];
+    const found = await run('grep', ['-rlF', '--', marker, ...places.filter((place) => existsSync(place))]).then(
+      ({ stdout }) => stdout.trim(),
+      (error: { code?: number; stdout?: string }) => {
+        if (error.code === 1) return '';
+        throw error;
+      },
+    );
+    expect(found, "files holding the host file's bytes").toBe('');
+  }
+
   beforeAll(async () => {
     stack = await startTestStack();
     api = buildApi({ config: stack.config, pool: stack.pool, client: stack.client });
@@ -130,6 +148,7 @@ describe('hostile images', () => {
       const { rows } = await stack.pool.query('SELECT 1 FROM instances WHERE image_ref = $1', [imageId]);
       expect(rows, hostile.name).toEqual([]);
     }
+    await expectSecretNowhere();
   });
 
   it('are each refused as the source of a new volume, with nothing left in the pool or the cache', async () => {
@@ -169,19 +188,16 @@ describe('hostile images', () => {
       ).toEqual([]);
       await stack.pool.query('DELETE FROM instances WHERE uuid = $1', [instanceUuid]);
     }
+    await expectSecretNowhere();
   });
 
   describe('as a shelve snapshot replaced behind the service, at unshelve', () => {
     let vm: KnownVm;
 
+    // Each case finds the VM ACTIVE and leaves it so: a case that needs it offloaded shelves it,
+    // and unshelves it from its own snapshot at the end.
     beforeAll(async () => {
       vm = await buildKnownVm(stack, stack.config.compute.host);
-      const handle = await startAction(stack.client, stack.config, 'shelve', {
-        instanceUuid: vm.instanceUuid,
-        shutdownTimeout: 0,
-        shelvedOffloadTime: 0,
-      });
-      expect(await handle.result()).toMatchObject({ vmState: 'shelved_offloaded' });
     }, 300_000);
 
     afterAll(async () => {
@@ -200,6 +216,27 @@ describe('hostile images', () => {
       if (hash !== null) await set('shelved_image_os_hash_value', hash);
     }
 
+    /** Shelves and offloads the VM; returns the metadata that names its own snapshot. */
+    async function offload(): Promise<Record<string, string>> {
+      const handle = await startAction(stack.client, stack.config, 'shelve', {
+        instanceUuid: vm.instanceUuid,
+        shutdownTimeout: 0,
+        shelvedOffloadTime: 0,
+      });
+      expect(await handle.result(), 'the shelve').toMatchObject({ vmState: 'shelved_offloaded' });
+      return (await getInstance(stack.pool, vm.instanceUuid)).systemMetadata;
+    }
+
+    /** With its own snapshot back, the instance unshelves with its bytes. */
+    async function unshelveFromOwnSnapshot(original: Record<string, string>): Promise<void> {
+      await replaceSnapshot(original.shelved_image_id!, original.shelved_image_os_hash_value!);
+      const handle = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: vm.instanceUuid });
+      expect((await handle.result()) as Instance, 'the unshelve from its own snapshot').toMatchObject({
+        vmState: 'active',
+      });
+      expect(await vm.diskIsIntact(stack.config), 'the disk after the unshelve').toBe(true);
+    }
+
     async function unshelveFailure(): Promise<string> {
       const handle = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: vm.instanceUuid });
       const failure = await handle.result().then(
@@ -211,18 +248,19 @@ describe('hostile images', () => {
     }
 
     it('refuses an image whose hash is not the one the shelve recorded', async () => {
-      const original = (await getInstance(stack.pool, vm.instanceUuid)).systemMetadata;
+      const original = await offload();
       const imageId = await upload(corpus.find((hostile) => hostile.name === 'raw-labelled-qcow2')!);
       await replaceSnapshot(imageId, null);
       expect(await unshelveFailure()).toMatch(new RegExp(`Image ${imageId} failed verification: .*the shelve stored`));
       const instance = await getInstance(stack.pool, vm.instanceUuid);
       expect(instance).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
       expect(existsSync(path.join(stack.config.compute.instancesPath, vm.instanceUuid))).toBe(false);
-      await replaceSnapshot(original.shelved_image_id!, original.shelved_image_os_hash_value!);
+      await unshelveFromOwnSnapshot(original);
+      await expectSecretNowhere();
     });
 
     it('refuses each hostile image even with its own hash recorded, and leaves the instance offloaded', async () => {
-      const original = (await getInstance(stack.pool, vm.instanceUuid)).systemMetadata;
+      const original = await offload();
       for (const hostile of corpus) {
         const imageId = await upload(hostile);
         const { os_hash_value: hash } = (await stack.glance.getImage(e2eOwner, imageId))!;
@@ -234,11 +272,8 @@ describe('hostile images', () => {
         expect(instance, hostile.name).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
         expect(existsSync(path.join(stack.config.compute.instancesPath, vm.instanceUuid)), hostile.name).toBe(false);
       }
-      // With its own snapshot back, the instance unshelves with its bytes.
-      await replaceSnapshot(original.shelved_image_id!, original.shelved_image_os_hash_value!);
-      const handle = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: vm.instanceUuid });
-      expect((await handle.result()) as Instance).toMatchObject({ vmState: 'active' });
-      expect(await vm.diskIsIntact(stack.config)).toBe(true);
+      await unshelveFromOwnSnapshot(original);
+      await expectSecretNowhere();
     });
 
     it("runs the guest's QEMU as the unprivileged libvirt-qemu user, its files its owner's alone", async () => {
@@ -251,22 +286,5 @@ describe('hostile images', () => {
       const base = path.join(stack.config.compute.instancesPath, '_base', vm.bootImageId);
       expect((await run('stat', ['-c', '%a', base])).stdout.trim()).toBe('600');
     });
-  });
-
-  it("leaves the host file's bytes in no disk, image or log", async () => {
-    const places = [
-      stack.config.compute.instancesPath,
-      stack.config.compute.volumePool.path,
-      path.join(stackDir, 'glance', 'images'),
-      path.join(stackDir, 'logs'),
-    ];
-    const found = await run('grep', ['-rlF', '--', marker, ...places.filter((place) => existsSync(place))]).then(
-      ({ stdout }) => stdout.trim(),
-      (error: { code?: number; stdout?: string }) => {
-        if (error.code === 1) return '';
-        throw error;
-      },
-    );
-    expect(found).toBe('');
   });
 });

@@ -44,6 +44,13 @@ describe("the owner going at the instance's shelve snapshot", () => {
     return [upload.status, remove.status];
   }
 
+  /** Unshelves the SHELVED VM in place, from its disk: each case leaves the VM ACTIVE, as it found it. */
+  async function unshelveInPlace(): Promise<void> {
+    const unshelve = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: vm.instanceUuid });
+    expect((await unshelve.result()) as Instance, 'the unshelve in place').toMatchObject({ vmState: 'active' });
+    expect(await vm.diskIsIntact(stack.config), 'the disk after the unshelve').toBe(true);
+  }
+
   beforeAll(async () => {
     stack = await startTestStack();
     vm = await buildKnownVm(stack, stack.config.compute.host);
@@ -83,10 +90,16 @@ describe("the owner going at the instance's shelve snapshot", () => {
       os_hash_value: shelved.systemMetadata.shelved_image_os_hash_value,
     });
     expect(image?.owner).not.toBe(e2eOwner.projectId);
+    await unshelveInPlace();
   });
 
   it('gone anyway (an admin deleted it): the offload refuses, the instance stays SHELVED with its disk', async () => {
-    const { shelved_image_id: imageId } = (await getInstance(stack.pool, vm.instanceUuid)).systemMetadata;
+    const shelve = await startAction(stack.client, stack.config, 'shelve', {
+      instanceUuid: vm.instanceUuid,
+      shutdownTimeout: 0,
+      shelvedOffloadTime: -1,
+    });
+    const { shelved_image_id: imageId } = ((await shelve.result()) as Instance).systemMetadata;
     const admin = { projectId: 'admin-project', userId: 'admin' };
     expect(await stack.glance.setProtected(admin, imageId!, false)).toBe(true);
     expect(await stack.glance.deleteImage(admin, imageId!)).toBe(true);
@@ -111,9 +124,7 @@ describe("the owner going at the instance's shelve snapshot", () => {
     expect(await vm.diskIsIntact(stack.config)).toBe(true);
 
     // Unshelved in place, it runs again from that disk.
-    const unshelve = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: vm.instanceUuid });
-    expect((await unshelve.result()) as Instance).toMatchObject({ vmState: 'active' });
-    expect(await vm.diskIsIntact(stack.config)).toBe(true);
+    await unshelveInPlace();
   });
 
   it('takes a snapshot it finds active only with the hash its own upload recorded', async () => {
