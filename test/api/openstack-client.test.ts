@@ -67,7 +67,9 @@ describe('the openstack client against the API', () => {
   const show = async (token = member) =>
     (await openstack(token, ['server', 'show', serverId, '-f', 'json'])) as Record<string, unknown>;
 
-  it('creates a server from a Glance image and a flavor name', async () => {
+  // One journey on one VM, from its creation to its delete: each step starts from where the previous one left it.
+  it('creates a server, shelves, offloads and unshelves it, hides it from others, lists its events, deletes it', async () => {
+    // Created from a Glance image and a flavor name.
     const created = (await openstack(member, [
       'server',
       'create',
@@ -81,39 +83,59 @@ describe('the openstack client against the API', () => {
       `${project}-vm`,
     ])) as Record<string, unknown>;
     serverId = created.id as string;
-    expect(await show()).toMatchObject({ status: 'ACTIVE', name: `${project}-vm`, project_id: project });
-  });
+    expect(await show(), 'after the create').toMatchObject({
+      status: 'ACTIVE',
+      name: `${project}-vm`,
+      project_id: project,
+    });
 
-  it('shelves, is refused offload as a member, offloads as admin, unshelves into a zone (2.77)', async () => {
+    // Shelved, refused offload as a member, offloaded as admin, unshelved into a zone (2.77).
     await openstack(member, ['server', 'shelve', '--wait', serverId]);
-    expect(await show()).toMatchObject({ status: 'SHELVED', 'OS-EXT-STS:task_state': null });
+    expect(await show(), 'after the shelve').toMatchObject({ status: 'SHELVED', 'OS-EXT-STS:task_state': null });
 
-    await expect(openstack(member, ['server', 'shelve', '--offload', serverId])).rejects.toThrow(/HTTP 403/);
+    await expect(openstack(member, ['server', 'shelve', '--offload', serverId]), "a member's offload").rejects.toThrow(
+      /HTTP 403/,
+    );
     await openstack(admin, ['server', 'shelve', '--offload', '--wait', serverId]);
-    expect(await show(admin)).toMatchObject({ status: 'SHELVED_OFFLOADED', 'OS-EXT-SRV-ATTR:host': null });
+    expect(await show(admin), 'after the offload').toMatchObject({
+      status: 'SHELVED_OFFLOADED',
+      'OS-EXT-SRV-ATTR:host': null,
+    });
 
     const zone = stack.config.compute.availabilityZone;
     await openstack(member, ['server', 'unshelve', '--availability-zone', zone, '--wait', serverId], '2.77');
-    expect(await show(admin)).toMatchObject({
+    expect(await show(admin), 'after the unshelve').toMatchObject({
       status: 'ACTIVE',
       'OS-EXT-AZ:availability_zone': zone,
       'OS-EXT-SRV-ATTR:host': stack.config.compute.host,
     });
     const instance = await getInstance(stack.pool, serverId);
-    expect(await sameGuestContent(disk.reference, rootDiskFile(stack.config.compute, instance))).toBe(true);
-  });
+    expect(
+      await sameGuestContent(disk.reference, rootDiskFile(stack.config.compute, instance)),
+      'the disk after the unshelve',
+    ).toBe(true);
 
-  it("does not find another project's server", async () => {
-    await expect(openstack(`x:${randomUUID()}`, ['server', 'show', serverId])).rejects.toThrow(
-      /No server with a name or ID/,
-    );
-  });
+    // Another project does not find it.
+    await expect(
+      openstack(`x:${randomUUID()}`, ['server', 'show', serverId]),
+      "another project's show",
+    ).rejects.toThrow(/No server with a name or ID/);
 
-  it('lists the server events', async () => {
+    // Its events.
     const events = (await openstack(member, ['server', 'event', 'list', serverId, '-f', 'json'])) as {
       Action: string;
     }[];
-    expect(events.map((event) => event.Action)).toEqual(['unshelve', 'shelveOffload', 'shelve', 'create']);
+    expect(
+      events.map((event) => event.Action),
+      'the server events',
+    ).toEqual(['unshelve', 'shelveOffload', 'shelve', 'create']);
+
+    // Deleted: its domain goes from the host.
+    await openstack(member, ['server', 'delete', '--wait', serverId]);
+    await expect(openstack(member, ['server', 'show', serverId]), 'after the delete').rejects.toThrow(
+      /No server with a name or ID/,
+    );
+    expect(await stack.libvirt.lookupInstance(serverId), 'the domain after the delete').toBeNull();
   });
 
   it('lists the compute services, and disables and enables one (2.53)', async () => {
@@ -133,11 +155,5 @@ describe('the openstack client against the API', () => {
       await openstack(admin, [...set, '--enable'], '2.53');
     }
     expect(await services()).toMatchObject([{ Status: 'enabled' }]);
-  });
-
-  it('deletes the server: its domain goes from the host', async () => {
-    await openstack(member, ['server', 'delete', '--wait', serverId]);
-    await expect(openstack(member, ['server', 'show', serverId])).rejects.toThrow(/No server with a name or ID/);
-    expect(await stack.libvirt.lookupInstance(serverId)).toBeNull();
   });
 });

@@ -154,27 +154,42 @@ describe('an action terminated by an operator, then one reconcile', () => {
   });
 
   it('syncs the power state of a guest destroyed behind its back, and the next shelve and unshelve succeed', async () => {
-    expect(await getInstance(stack.pool, vm.instanceUuid)).toMatchObject({ vmState: 'active', powerState: 1 });
-    await promisify(execFile)('virsh', ['-c', stack.config.compute.libvirtUri, 'destroy', domainName(vm.instanceUuid)]);
+    // A small VM of its own: the large one may have been left powered off by a terminated shelve.
+    const guest = await buildKnownVm(stack, stack.config.compute.host);
+    try {
+      expect(await getInstance(stack.pool, guest.instanceUuid)).toMatchObject({ vmState: 'active', powerState: 1 });
+      await promisify(execFile)('virsh', [
+        '-c',
+        stack.config.compute.libvirtUri,
+        'destroy',
+        domainName(guest.instanceUuid),
+      ]);
 
-    expect(await reconcileNow(stack, [vm.instanceUuid])).toEqual({
-      claimsReleased: 0,
-      powerStatesSynced: 1,
-      imagesDeleted: 0,
-      failures: 0,
-    });
-    // Nova's sync changes the power state only: the vm_state is the user's to act on.
-    expect(await getInstance(stack.pool, vm.instanceUuid)).toMatchObject({
-      vmState: 'active',
-      taskState: null,
-      powerState: 4,
-    });
+      expect(await reconcileNow(stack, [guest.instanceUuid])).toEqual({
+        claimsReleased: 0,
+        powerStatesSynced: 1,
+        imagesDeleted: 0,
+        failures: 0,
+      });
+      // Nova's sync changes the power state only: the vm_state is the user's to act on.
+      expect(await getInstance(stack.pool, guest.instanceUuid)).toMatchObject({
+        vmState: 'active',
+        taskState: null,
+        powerState: 4,
+      });
 
-    const shelve = await startShelve(stack, vm.instanceUuid);
-    expect(await shelve.result()).toMatchObject({ vmState: 'shelved_offloaded', taskState: null });
-    const unshelve = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: vm.instanceUuid });
-    expect((await unshelve.result()) as Instance).toMatchObject({ vmState: 'active', taskState: null, powerState: 1 });
-    expect(await vm.diskIsIntact(stack.config)).toBe(true);
+      const shelve = await startShelve(stack, guest.instanceUuid);
+      expect(await shelve.result()).toMatchObject({ vmState: 'shelved_offloaded', taskState: null });
+      const unshelve = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid: guest.instanceUuid });
+      expect((await unshelve.result()) as Instance).toMatchObject({
+        vmState: 'active',
+        taskState: null,
+        powerState: 1,
+      });
+      expect(await guest.diskIsIntact(stack.config)).toBe(true);
+    } finally {
+      await guest.remove();
+    }
   });
 
   it('the conductor makes the reconciler schedule, and brings it to the configured interval when it exists', async () => {
