@@ -79,6 +79,24 @@ async function powerDown(guest: QemuGuest): Promise<number> {
   return Date.now() - pressed;
 }
 
+describe('the guest image', () => {
+  it('keeps a write it answered ok through a destroy (QEMU killed)', async () => {
+    const disk = path.join(dir, 'destroyed.qcow2');
+    await createGuestDisk(disk);
+    const content = randomBytes(1000);
+
+    const first = await boot('bios', disk, 'destroyed-1');
+    const serial = new GuestProtocol(first.guest.serial);
+    await serial.write('acknowledged', content);
+    expect(await serial.write('bad/name', content).catch((error: Error) => error.message)).toMatch(/bad name/);
+    await first.guest.kill();
+
+    const second = await boot('bios', disk, 'destroyed-2');
+    expect(await new GuestProtocol(second.guest.serial).read('acknowledged')).toEqual(content);
+    await powerDown(second.guest);
+  }, 600_000);
+});
+
 describe.each<Firmware>(['bios', 'uefi'])('the guest image under %s', (firmware) => {
   it('boots with its DHCP address, keeps a file written over the serial console through a clean power-off, and reads it back on the next boot', async () => {
     const disk = path.join(dir, `${firmware}.qcow2`);

@@ -296,6 +296,15 @@ export async function startQemuGuest(options: QemuGuestOptions): Promise<QemuGue
   }
 }
 
+async function exists(file: string): Promise<boolean> {
+  try {
+    await access(file);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** True when this process may open /dev/kvm. */
 async function kvmAccessible(): Promise<boolean> {
   try {
@@ -312,7 +321,8 @@ let acceleratorChoice: Promise<Accelerator> | undefined;
  * The accelerator that boots the guest here: GUEST_ACCEL (kvm or tcg) when set; else KVM when
  * /dev/kvm opens and a probe guest reaches its ready line under it within 20 s, otherwise TCG.
  * The probe is needed: some machines offer a /dev/kvm that runs a BIOS but not a kernel (the
- * kvm-pvm module of nested sandboxes hangs a guest kernel without a word).
+ * kvm-pvm module of nested sandboxes hangs a guest kernel without a word; where that module is
+ * loaded, TCG is chosen without a probe).
  */
 export function guestAccelerator(dir: string): Promise<Accelerator> {
   acceleratorChoice ??= (async (): Promise<Accelerator> => {
@@ -320,6 +330,8 @@ export function guestAccelerator(dir: string): Promise<Accelerator> {
     if (forced === 'kvm' || forced === 'tcg') return forced;
     if (forced) throw new Error(`GUEST_ACCEL must be kvm or tcg, got '${forced}'`);
     if (!(await kvmAccessible())) return 'tcg';
+    // kvm-pvm runs only guest kernels built for it: no need to wait out a probe.
+    if (await exists('/sys/module/kvm_pvm')) return 'tcg';
     const disk = path.join(dir, 'kvm-probe.qcow2');
     await createGuestDisk(disk);
     const guest = await startQemuGuest({ disk, dir, firmware: 'bios', accelerator: 'kvm' });
