@@ -36,21 +36,22 @@ describe('Glance failing', () => {
     await stack?.stop();
   }, 120_000);
 
-  it('stopped during the snapshot upload for longer than a retry interval: the shelve completes', async () => {
+  // One journey on one 2 GiB VM, the unshelve needing the snapshot the shelve made; two transfers
+  // and a Glance restart, hence the longer timeout.
+  it('stopped during the snapshot upload, the shelve completes; serving it corrupted, the unshelve refuses it', async () => {
     const { instanceUuid } = vm;
-    const handle = await startShelve(stack, instanceUuid);
-    await midTransfer(handle, 'upload');
+    // Stopped for longer than a retry interval during the upload: the shelve completes.
+    const shelve = await startShelve(stack, instanceUuid);
+    await midTransfer(shelve, 'upload');
     await stopService('glance');
     await sleep(5000);
     await startStack();
-    const instance = (await handle.result()) as Instance;
+    const offloaded = (await shelve.result()) as Instance;
 
-    expect(instance).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
+    expect(offloaded, 'after the shelve').toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
     await expectSingleSnapshot(stack, vm);
-  });
 
-  it('serving a corrupted image: the unshelve refuses it, the instance stays SHELVED_OFFLOADED', async () => {
-    const { instanceUuid } = vm;
+    // Serving a corrupted image: the unshelve refuses it, the instance stays SHELVED_OFFLOADED.
     const imageId = (await getInstance(stack.pool, instanceUuid)).systemMetadata.shelved_image_id!;
     // One flipped byte in Glance's own copy (its filesystem store), behind its back.
     const stored = await open(path.join(stackDir, 'glance', 'images', imageId), 'r+');
@@ -60,20 +61,22 @@ describe('Glance failing', () => {
     await stored.write(byte, 0, 1, 1024 * 1024);
     await stored.close();
 
-    const handle = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid });
-    const error = (await handle.result().catch((failure: unknown) => failure)) as WorkflowFailedError;
-    expect(error).toBeInstanceOf(WorkflowFailedError);
-    expect(error.cause).toMatchObject({ type: 'ImageCorrupt' });
-    expect(error.cause?.message).toMatch(new RegExp(`^Image ${imageId} failed verification`));
+    const unshelve = await startAction(stack.client, stack.config, 'unshelve', { instanceUuid });
+    const error = (await unshelve.result().catch((failure: unknown) => failure)) as WorkflowFailedError;
+    expect(error, 'the unshelve').toBeInstanceOf(WorkflowFailedError);
+    expect(error.cause, 'the unshelve').toMatchObject({ type: 'ImageCorrupt' });
+    expect(error.cause?.message, 'the unshelve').toMatch(new RegExp(`^Image ${imageId} failed verification`));
 
-    expect(await getInstance(stack.pool, instanceUuid)).toMatchObject({
+    expect(await getInstance(stack.pool, instanceUuid), 'after the unshelve').toMatchObject({
       vmState: 'shelved_offloaded',
       taskState: null,
       host: null,
     });
-    expect(await stack.libvirt.lookupInstance(instanceUuid)).toBeNull();
-    expect(await stack.glance.getImage(e2eOwner, imageId)).toMatchObject({ status: 'active' });
-    const [unshelve] = await listInstanceActions(stack.pool, instanceUuid);
-    expect(unshelve).toMatchObject({ action: 'unshelve', message: 'Error' });
-  });
+    expect(await stack.libvirt.lookupInstance(instanceUuid), 'the domain after the unshelve').toBeNull();
+    expect(await stack.glance.getImage(e2eOwner, imageId), 'the snapshot after the unshelve').toMatchObject({
+      status: 'active',
+    });
+    const [unshelveAction] = await listInstanceActions(stack.pool, instanceUuid);
+    expect(unshelveAction, 'the unshelve action').toMatchObject({ action: 'unshelve', message: 'Error' });
+  }, 300_000);
 });
