@@ -48,7 +48,7 @@ async function freePort(): Promise<number> {
 }
 
 /** Boots the disk and waits for the ready line; returns the guest, its address and the boot time. */
-async function boot(firmware: Firmware, disk: string, name: string) {
+async function boot(firmware: Firmware, disk: string, name: string, network: 'user' | 'unanswered' = 'user') {
   const guestDir = await mkdtemp(path.join(dir, `${name}-`));
   const tcpPort = await freePort();
   const started = Date.now();
@@ -57,6 +57,7 @@ async function boot(firmware: Firmware, disk: string, name: string) {
     dir: guestDir,
     firmware,
     accelerator,
+    network,
     hostForwards: [{ hostPort: tcpPort, guestPort: guestProtocolPort }],
   });
   running.push(guest);
@@ -94,6 +95,18 @@ describe('the guest image', () => {
     const second = await boot('bios', disk, 'destroyed-2');
     expect(await new GuestProtocol(second.guest.serial).read('acknowledged')).toEqual(content);
     await powerDown(second.guest);
+  }, 600_000);
+});
+
+describe('the guest image without a DHCP answer', () => {
+  it('is ready after a short wait, with no address', async () => {
+    const disk = path.join(dir, 'no-dhcp.qcow2');
+    await createGuestDisk(disk);
+    const { guest, address, bootMs } = await boot('bios', disk, 'no-dhcp', 'unanswered');
+    expect(address).toBe('none');
+    expect(await new GuestProtocol(guest.serial).ping()).toBe('none');
+    console.log(`bios (${accelerator}) with no DHCP answer: boot to ready ${bootMs} ms`);
+    await powerDown(guest);
   }, 600_000);
 });
 

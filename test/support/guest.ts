@@ -210,6 +210,11 @@ export interface QemuGuestOptions {
   dir: string;
   firmware: Firmware;
   accelerator: Accelerator;
+  /**
+   * `user` (the default): QEMU's user-mode network, whose DHCP gives 10.0.2.15; `unanswered`: a NIC
+   * on a hub with nothing else on it, where no DHCP request gets an answer.
+   */
+  network?: 'user' | 'unanswered';
   /** QEMU user networking's host forwards: host port -> guest port. */
   hostForwards?: { hostPort: number; guestPort: number }[];
   /** Every serial console line, e.g. to a test's log. */
@@ -247,7 +252,7 @@ export async function startQemuGuest(options: QemuGuestOptions): Promise<QemuGue
     '-drive',
     `file=${options.disk},format=qcow2,if=virtio`,
     '-netdev',
-    `user,id=net0${forwards.join('')}`,
+    options.network === 'unanswered' ? 'hubport,id=net0,hubid=0' : `user,id=net0${forwards.join('')}`,
     '-device',
     'virtio-net-pci,netdev=net0',
   ];
