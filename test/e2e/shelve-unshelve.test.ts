@@ -15,6 +15,7 @@ import { type Action, startAction } from '../../lib/actions.js';
 import { bytesMoved } from '../../lib/metrics.js';
 import type { Instance } from '../../lib/nova.js';
 import { sameGuestContent } from '../../lib/qemu-img.js';
+import { expectOffHost } from '../support/faults.js';
 import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
 import { guestWrite, startTestStack, type TestStack } from '../support/stack.js';
 
@@ -86,10 +87,7 @@ describe('shelve, offload and unshelve of a VM on the real stack', () => {
     expect(metadata.image_base_image_ref, 'after the shelve').toBe(vm.bootImageId);
     const shelvedImageId = metadata.shelved_image_id!;
 
-    expect(await stack.libvirt.lookupInstance(instanceUuid), 'after the shelve').toBeNull();
-    expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, instanceUuid)), 'after the shelve').toBe(
-      false,
-    );
+    await expectOffHost(stack, instanceUuid, 'after the shelve');
 
     const image = await stack.glance.getImage(e2eOwner, shelvedImageId);
     expect(image, 'the shelve snapshot').toMatchObject({

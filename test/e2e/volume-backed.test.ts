@@ -5,11 +5,12 @@ import { rm } from 'node:fs/promises';
 import { DomainState } from '@unraid/libvirt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../lib/db/instance-actions.js';
-import { instanceDirectory, rootDiskFile } from '../../lib/host-paths.js';
+import { rootDiskFile } from '../../lib/host-paths.js';
 import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import { ensureStoragePool } from '../../lib/libvirt.js';
 import type { Instance } from '../../lib/nova.js';
+import { expectOffHost } from '../support/faults.js';
 import { buildKnownVm, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -69,10 +70,7 @@ describe('shelve and unshelve of a volume-backed VM', () => {
     for (const key of ['shelved_at', 'shelved_image_id', 'shelved_host']) {
       expect(offloaded.systemMetadata, 'after the shelve').not.toHaveProperty(key);
     }
-    expect(await stack.libvirt.lookupInstance(vm.instanceUuid), 'after the shelve').toBeNull();
-    expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, vm.instanceUuid)), 'after the shelve').toBe(
-      false,
-    );
+    await expectOffHost(stack, vm.instanceUuid, 'after the shelve');
     expect(existsSync(volumeFile), 'the volume after the shelve').toBe(true);
     const [shelveAction] = await listInstanceActions(stack.pool, vm.instanceUuid);
     expect(

@@ -1,16 +1,14 @@
 // An operator cancelling an action in the middle (the Web UI's Cancel, `temporal workflow cancel`):
 // the action rolls back as a failed one does, the instance is free for the next action, and its
 // bytes are intact.
-import { existsSync } from 'node:fs';
 import { WorkflowFailedError } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../lib/db/instance-actions.js';
-import { instanceDirectory } from '../../lib/host-paths.js';
 import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
-import { expectSingleSnapshot, midTransfer, startShelve } from '../support/faults.js';
+import { expectSingleSnapshot, midTransfer, startShelve, expectOffHost } from '../support/faults.js';
 import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -76,8 +74,7 @@ describe('an action cancelled by an operator', () => {
       taskState: null,
       host: null,
     });
-    expect(await stack.libvirt.lookupInstance(vm.instanceUuid)).toBeNull();
-    expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, vm.instanceUuid))).toBe(false);
+    await expectOffHost(stack, vm.instanceUuid);
     await expectSingleSnapshot(stack, vm);
     expect(await lastAction()).toMatchObject({
       action: 'unshelve',

@@ -2,7 +2,6 @@
 // QEMU: the action fails at once (one attempt, not ten) and rolls back as docs/guarantees.md promises. And
 // the fence: a domain another request defined is never started in the instance's place.
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { totalmem } from 'node:os';
 import { type WorkflowHandle, WorkflowFailedError } from '@temporalio/client';
@@ -10,12 +9,11 @@ import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createComputeActivities } from '../../activities/compute/index.js';
-import { instanceDirectory } from '../../lib/host-paths.js';
 import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import { domainRequestId } from '../../lib/libvirt.js';
 import type { Instance } from '../../lib/nova.js';
-import { expectSingleSnapshot, startShelve } from '../support/faults.js';
+import { expectSingleSnapshot, startShelve, expectOffHost } from '../support/faults.js';
 import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -87,8 +85,7 @@ describe('a domain the hypervisor refuses', () => {
         taskState: null,
         host: null,
       });
-      expect(await stack.libvirt.lookupInstance(instanceUuid)).toBeNull();
-      expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, instanceUuid))).toBe(false);
+      await expectOffHost(stack, instanceUuid);
     } finally {
       await stack.compute.removeInstance(instanceUuid);
     }

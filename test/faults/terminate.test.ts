@@ -5,7 +5,6 @@
 // destroyed behind the project's back.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -13,14 +12,13 @@ import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listInstanceActions } from '../../lib/db/instance-actions.js';
-import { instanceDirectory } from '../../lib/host-paths.js';
 import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import { ensureReconcileSchedule } from '../../lib/reconcile-schedule.js';
 import { domainName } from '../../lib/libvirt.js';
 import type { Instance } from '../../lib/nova.js';
 import { createSampleDisk, removeSampleDisk, uploadBootImage } from '../../lib/sample-disk.js';
-import { expectSingleSnapshot, midTransfer, reconcileNow, startShelve } from '../support/faults.js';
+import { expectSingleSnapshot, midTransfer, reconcileNow, startShelve, expectOffHost } from '../support/faults.js';
 import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -94,8 +92,7 @@ describe('an action terminated by an operator, then one reconcile', () => {
       taskState: null,
       host: null,
     });
-    expect(await stack.libvirt.lookupInstance(vm.instanceUuid)).toBeNull();
-    expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, vm.instanceUuid))).toBe(false);
+    await expectOffHost(stack, vm.instanceUuid);
     await expectSingleSnapshot(stack, vm);
     expect(await lastAction(vm.instanceUuid)).toMatchObject({
       action: 'unshelve',
@@ -135,8 +132,7 @@ describe('an action terminated by an operator, then one reconcile', () => {
         taskState: null,
         host: null,
       });
-      expect(await stack.libvirt.lookupInstance(instanceUuid)).toBeNull();
-      expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, instanceUuid))).toBe(false);
+      await expectOffHost(stack, instanceUuid);
       expect(await lastAction(instanceUuid)).toMatchObject({
         action: 'create',
         message: 'Error',

@@ -1,6 +1,7 @@
 // Breaking the stack's own services on purpose, at a chosen moment of an action.
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,6 +10,7 @@ import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { expect } from 'vitest';
 import { getInstance } from '../../lib/db/instances.js';
+import { instanceDirectory } from '../../lib/host-paths.js';
 import { currentProgress, startAction } from '../../lib/actions.js';
 import type { ReconcileSummary } from '../../workflows/reconcile.js';
 import { e2eOwner, type KnownVm } from './known-vm.js';
@@ -64,6 +66,12 @@ export async function expectSingleSnapshot(stack: TestStack, vm: KnownVm): Promi
   const imageId = (await getInstance(stack.pool, vm.instanceUuid)).systemMetadata.shelved_image_id;
   const images = await stack.glance.listImages(e2eOwner, { name: `${vm.displayName}-shelved` });
   expect(images.map((image) => [image.id, image.status])).toEqual([[imageId, 'active']]);
+}
+
+/** Nothing of the instance is left on the stack's host: no domain, no folder. */
+export async function expectOffHost(stack: TestStack, instanceUuid: string, when?: string): Promise<void> {
+  expect(await stack.libvirt.lookupInstance(instanceUuid), when).toBeNull();
+  expect(existsSync(instanceDirectory(stack.config.compute.instancesPath, instanceUuid)), when).toBe(false);
 }
 
 /** The messages of an error and all its causes, outermost first: where a workflow's reason is. */
