@@ -1,10 +1,9 @@
-// In-memory stand-ins for the conductor's activities on PostgreSQL, Glance and the actions log,
-// for workflow tests without the stack. Writes to an instance follow the rules of
+// In-memory stand-ins for the conductor's activities on PostgreSQL, Glance (./fake-glance.ts) and
+// the actions log, for workflow tests without the stack. Writes to an instance follow the rules of
 // lib/db/task-states.ts (a claim, then compare-and-swap on task_state by the request that holds
 // it) and fail with the same failure types, which the workflows branch on.
 import { randomUUID } from 'node:crypto';
 import { Context } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
 import type { ActionLogActivities } from '../../activities/action-log.js';
 import type { DatabaseActivities } from '../../activities/database.js';
 import type { ImageActivities } from '../../activities/images.js';
@@ -13,17 +12,10 @@ import { createTemporalActivities, type TemporalActivities } from '../../activit
 import type { GlanceImage } from '../../lib/glance.js';
 import type { InstanceActionRecord } from '../../lib/db/instance-actions.js';
 import type { ClaimRequest, SaveRequest } from '../../lib/db/task-states.js';
-import {
-  ALLOWED_VM_STATES,
-  CLAIM_TASK_STATE,
-  type Instance,
-  PowerState,
-  shelvedImageName,
-  TaskState,
-  VmState,
-} from '../../lib/nova.js';
+import { ALLOWED_VM_STATES, CLAIM_TASK_STATE, type Instance, PowerState, TaskState, VmState } from '../../lib/nova.js';
 import type { UploadedSnapshot } from '../../lib/progress.js';
 import { type HostState, selectHost } from '../../lib/scheduler.js';
+import { createFakeGlance, failure } from './fake-glance.js';
 
 /** An instance row: the instance, and the request and workflow that hold its claim. */
 interface Row {
@@ -53,8 +45,6 @@ export interface FakeConductor {
   upload(imageId: string): UploadedSnapshot;
 }
 
-const failure = (type: string, message: string) => ApplicationFailure.create({ type, message, nonRetryable: true });
-
 /** One compute host with room for anything the tests build. */
 function ampleHost(host: string): HostState {
   return {
@@ -75,10 +65,25 @@ function ampleHost(host: string): HostState {
   };
 }
 
+/** Why the claim is refused, as [attribute, value], or null: lib/db/task-states.ts's order. */
+function claimRefusal(
+  instance: Instance,
+  allowed: readonly VmState[],
+  action: ClaimRequest['action'],
+  shelvedImageId: string | undefined,
+): [string, string] | null {
+  if (instance.taskState !== null) return ['task_state', instance.taskState];
+  if (!allowed.includes(instance.vmState)) return ['vm_state', instance.vmState];
+  if (instance.launchedAt === null && action !== 'delete') return ['launched_at', 'None'];
+  if (shelvedImageId !== undefined && instance.systemMetadata.shelved_image_id !== shelvedImageId) {
+    return ['shelved_image_id', instance.systemMetadata.shelved_image_id ?? 'None'];
+  }
+  return null;
+}
+
 export function createFakeConductor(hosts: string[]): FakeConductor {
   const rows = new Map<string, Row>();
   const actions: InstanceActionRecord[] = [];
-  const images = new Map<string, GlanceImage>();
   const now = () => new Date().toISOString();
   const copy = (instance: Instance): Instance => structuredClone(instance);
 
@@ -127,16 +132,7 @@ export function createFakeConductor(hosts: string[]): FakeConductor {
       const allowed: readonly VmState[] = ALLOWED_VM_STATES[action];
       const retry = row.requestId === requestId && instance.taskState === taskState && row.workflowId === workflowId;
       if (!retry) {
-        const refusal: [string, string] | null =
-          instance.taskState !== null
-            ? ['task_state', instance.taskState]
-            : !allowed.includes(instance.vmState)
-              ? ['vm_state', instance.vmState]
-              : instance.launchedAt === null && action !== 'delete'
-                ? ['launched_at', 'None']
-                : shelvedImageId !== undefined && instance.systemMetadata.shelved_image_id !== shelvedImageId
-                  ? ['shelved_image_id', instance.systemMetadata.shelved_image_id ?? 'None']
-                  : null;
+        const refusal = claimRefusal(instance, allowed, action, shelvedImageId);
         if (refusal) {
           const [attribute, value] = refusal;
           throw failure(
@@ -234,44 +230,7 @@ export function createFakeConductor(hosts: string[]): FakeConductor {
     },
   };
 
-  const glance: ImageActivities = {
-    async createSnapshotImage({ instance, imageId }) {
-      const image: GlanceImage = images.get(imageId) ?? {
-        id: imageId,
-        name: shelvedImageName(instance),
-        status: 'queued',
-        owner: 'service',
-        visibility: 'private',
-        disk_format: 'qcow2',
-        container_format: 'bare',
-        size: null,
-        virtual_size: null,
-        checksum: null,
-        os_hash_algo: null,
-        os_hash_value: null,
-      };
-      images.set(imageId, image);
-      return { ...image };
-    },
-
-    async getActiveImage({ imageId }) {
-      const image = images.get(imageId);
-      if (image?.status !== 'active') throw failure('ImageNotFound', `Image ${imageId} could not be found.`);
-      return { ...image };
-    },
-
-    async verifySnapshotImage({ instance }) {
-      const { shelved_image_id: imageId, shelved_image_os_hash_value: recorded } = instance.systemMetadata;
-      const image = imageId === undefined ? undefined : images.get(imageId);
-      if (image?.status !== 'active' || image.os_hash_value !== recorded) {
-        throw failure('SnapshotUnverified', `Instance ${instance.uuid} keeps its disk on its host`);
-      }
-    },
-
-    async deleteSnapshotImage({ imageId }) {
-      images.delete(imageId);
-    },
-  };
+  const glance = createFakeGlance();
 
   const conductorSettings: SettingsActivities = {
     async conductorSettings() {
@@ -281,7 +240,13 @@ export function createFakeConductor(hosts: string[]): FakeConductor {
 
   return {
     // Temporal itself is there (the test environment's server): its activities are the real ones.
-    activities: { ...database, ...actionLog, ...glance, ...conductorSettings, ...createTemporalActivities() },
+    activities: {
+      ...database,
+      ...actionLog,
+      ...glance.activities,
+      ...conductorSettings,
+      ...createTemporalActivities(),
+    },
 
     addInstance(host) {
       const uuid = randomUUID();
@@ -318,14 +283,8 @@ export function createFakeConductor(hosts: string[]): FakeConductor {
 
     actions: (instanceUuid) => actions.filter((action) => action.instanceUuid === instanceUuid),
 
-    images,
+    images: glance.images,
 
-    upload(imageId) {
-      const image = images.get(imageId);
-      if (!image) throw failure('ImageNotFound', `Image ${imageId} could not be found.`);
-      const osHashValue = `hash-of-${imageId}`;
-      Object.assign(image, { status: 'active', size: 13, os_hash_algo: 'sha512', os_hash_value: osHashValue });
-      return { size: 13, osHashAlgo: 'sha512', osHashValue };
-    },
+    upload: glance.upload,
   };
 }
