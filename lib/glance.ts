@@ -1,6 +1,8 @@
 // OpenStack Glance v2 (images): the calls a shelve and an unshelve need, nothing more. Their
 // failures are made in lib/glance-errors.ts, image hashes checked with lib/image-hash.ts.
 import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ApplicationFailure } from '@temporalio/common';
 import axios, { type AxiosInstance, type InternalAxiosRequestConfig, isAxiosError } from 'axios';
 import type { Config } from './config.js';
 import { glanceFailure, requestLine, StaleTokenError } from './glance-errors.js';
@@ -48,6 +50,16 @@ function replayable(data: unknown): boolean {
 }
 
 /** Marks a request already sent again after a 401, so it is never retried twice. */
+/** How many times unprotectAndDelete sends its pair of calls before a "protected" refusal stands. */
+const PROTECTED_DELETE_ATTEMPTS = 5;
+
+/** Glance refused a delete because the image is protected (its 403 says so). */
+function refusedAsProtected(error: unknown): boolean {
+  if (!(error instanceof ApplicationFailure)) return false;
+  const [details] = (error.details ?? []) as { status?: number | null }[];
+  return details?.status === 403 && error.message.includes('is protected');
+}
+
 const RETRIED = Symbol('retried after a 401');
 /** The token a request carried and whether it was new, to judge a 401. */
 const TOKEN_USED = Symbol('token used');
@@ -235,9 +247,21 @@ export class GlanceClient {
     }
   }
 
-  /** Deletes a protected image (a shelve snapshot); true when it was there, false when it was gone. */
+  /**
+   * Deletes a protected image (a shelve snapshot); true when it was there, false when it was gone.
+   * An upload that was just aborted ends on Glance's side a moment later by saving the whole image
+   * as it read it, protected again: a delete refused as protected is tried again, unprotected anew.
+   */
   async unprotectAndDelete(context: RequestContext, imageId: string): Promise<boolean> {
-    return (await this.setProtected(context, imageId, false)) && this.deleteImage(context, imageId);
+    for (let attempt = 1; ; attempt++) {
+      if (!(await this.setProtected(context, imageId, false))) return false;
+      try {
+        return await this.deleteImage(context, imageId);
+      } catch (error) {
+        if (attempt >= PROTECTED_DELETE_ATTEMPTS || !refusedAsProtected(error)) throw error;
+        await sleep(500 * attempt);
+      }
+    }
   }
 
   /** The first `length` bytes of the image's data (fewer when the image is smaller). */
