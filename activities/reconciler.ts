@@ -4,6 +4,7 @@
 import { log } from '@temporalio/activity';
 import type { Pool } from 'pg';
 import { listUpComputeHosts } from '../lib/db/compute-services.js';
+import { getInstance } from '../lib/db/instances.js';
 import {
   type ClaimRelease,
   listClaims,
@@ -47,6 +48,11 @@ export function createReconcilerActivities(pool: Pool, glance: GlanceClient) {
         workflowId: release.claim.workflowId,
       });
       return released;
+    },
+
+    /** The instance of a stranded claim, as the database has it: what finishing its offload checks. */
+    async getInstance({ instanceUuid }: { instanceUuid: string }) {
+      return getInstance(pool, instanceUuid);
     },
 
     /** Compute hosts that are up (lib/db/compute-services.ts): the others cannot answer. */

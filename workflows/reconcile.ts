@@ -5,9 +5,9 @@
 // best effort: one that fails is logged and tried again by the next run.
 import { log, setCurrentDetails } from '@temporalio/workflow';
 import type { StrandedClaim } from '../lib/db/reconciler.js';
-import { PowerState, TaskState, VmState } from '../lib/nova.js';
+import { PowerState, rootVolume, TaskState, VmState } from '../lib/nova.js';
 import { actionLog, type ComputeHosts, computeHosts, images, reconciler, temporal } from './activities.js';
-import { applicationFailureOf } from './failures.js';
+import { applicationFailureOf, isFailure } from './failures.js';
 import { checkedSeconds } from './input.js';
 
 /** The API claims just before it starts the workflow: a younger claim may not have one yet. */
@@ -113,16 +113,25 @@ async function settleClaim(claim: StrandedClaim, compute: ComputeHosts): Promise
     });
   } else {
     const powerState = host ? ((await compute(host).listInstancePowerStates())[instanceUuid] ?? null) : null;
-    const offloaded = vmState === VmState.SHELVED && taskState === TaskState.SHELVING_OFFLOADING && !powerState;
-    // A shelve may have powered a running guest off: the instance is ACTIVE, its guest as libvirt shows.
-    const shelving = SHELVE_TASK_STATES.includes(taskState) && vmState !== VmState.STOPPED;
-    released = await reconciler.releaseClaim({
-      claim,
-      // An offload that got as far as removing the domain had verified the snapshot first.
-      ...(offloaded ? { vmState: VmState.SHELVED_OFFLOADED, offHost: true, powerState: PowerState.SHUTDOWN } : {}),
-      ...(shelving ? { vmState: VmState.ACTIVE } : {}),
-      ...(powerState !== null && !offloaded ? { powerState } : {}),
-    });
+    if (host && (await offloadCanFinish(claim, powerState))) {
+      // Its domain may be whole, half-removed, or being removed by a step that outlived the
+      // workflow: only finishing the removal leaves an instance that can be unshelved.
+      await compute(host).destroyInstance({ instanceUuid });
+      released = await reconciler.releaseClaim({
+        claim,
+        vmState: VmState.SHELVED_OFFLOADED,
+        offHost: true,
+        powerState: PowerState.SHUTDOWN,
+      });
+    } else {
+      // A shelve may have powered a running guest off: the instance is ACTIVE, its guest as libvirt shows.
+      const shelving = SHELVE_TASK_STATES.includes(taskState) && vmState !== VmState.STOPPED;
+      released = await reconciler.releaseClaim({
+        claim,
+        ...(shelving ? { vmState: VmState.ACTIVE } : {}),
+        ...(powerState !== null ? { powerState } : {}),
+      });
+    }
   }
   if (!released) return 0;
   await actionLog.finishAction({
@@ -131,4 +140,28 @@ async function settleClaim(claim: StrandedClaim, compute: ComputeHosts): Promise
     reason: `released by the reconciler: workflow ${claim.workflowId} was ${status}`,
   });
   return 1;
+}
+
+/**
+ * True when a stranded claim is an offload (or a volume-backed shelve, which offloads at once) that
+ * may be finished: its guest is off, and the disk is safe elsewhere, in the snapshot the shelve
+ * stored (checked as the offload checks it) or on the volume. An offload removes nothing before
+ * that check, so one that fails it still has its domain, unless the snapshot went afterwards.
+ */
+async function offloadCanFinish(claim: StrandedClaim, powerState: PowerState | null): Promise<boolean> {
+  const { instanceUuid, vmState, taskState } = claim;
+  const offloading = vmState === VmState.SHELVED && taskState === TaskState.SHELVING_OFFLOADING;
+  if (!offloading && taskState !== TaskState.SHELVING) return false;
+  const instance = await reconciler.getInstance({ instanceUuid });
+  const guestOff = powerState === null || powerState === PowerState.SHUTDOWN;
+  if (rootVolume(instance)) return guestOff;
+  if (!offloading) return false;
+  try {
+    await images.verifySnapshotImage({ instance });
+    return true;
+  } catch (error) {
+    if (!isFailure(error, 'SnapshotUnverified')) throw error;
+    // Nothing on the host to go back to: offloaded is the honest state.
+    return powerState === null;
+  }
 }

@@ -53,6 +53,8 @@ describe('an action cancelled or terminated at each of its compute steps', () =>
   let stub: StubHost;
   /** The step that waits, and a way to tell the test it was reached. */
   let holding: { step: Step; reached: () => void } | null = null;
+  /** What the stub host's libvirt shows; no domain for every other instance. */
+  const powerStates: Record<string, PowerState> = {};
 
   /** A stub step that, when it is the one held, waits until its action goes away. */
   function held<F extends (...args: never[]) => Promise<unknown>>(step: Step, real: F): F {
@@ -74,9 +76,12 @@ describe('an action cancelled or terminated at each of its compute steps', () =>
     stub = await startStubHost(stack, {
       powerOffInstance: held('powerOffInstance', async () => PowerState.SHUTDOWN),
       snapshotInstance: held('snapshotInstance', ({ imageId }) => stub.snapshot(imageId)),
-      destroyInstance: held('destroyInstance', async () => undefined),
+      destroyInstance: held('destroyInstance', async ({ instanceUuid }) => {
+        delete powerStates[instanceUuid];
+      }),
       spawnInstance: held('spawnInstance', async () => PowerState.RUNNING),
       powerOnInstance: held('powerOnInstance', async () => PowerState.RUNNING),
+      listInstancePowerStates: async () => ({ ...powerStates }),
     });
   });
 
@@ -93,7 +98,11 @@ describe('an action cancelled or terminated at each of its compute steps', () =>
   /** An instance in `state`, built and shelved on the stub host. */
   async function instanceIn(state: VmState): Promise<string> {
     const { uuid } = await stub.buildInstance();
-    if (state === VmState.SHELVED) await run('shelve', uuid, { shelvedOffloadTime: -1 });
+    if (state === VmState.SHELVED) {
+      await run('shelve', uuid, { shelvedOffloadTime: -1 });
+      // Its domain stays, shut off, as a real shelve leaves it.
+      powerStates[uuid] = PowerState.SHUTDOWN;
+    }
     if (state === VmState.SHELVED_OFFLOADED) await run('shelve', uuid, { shelvedOffloadTime: 0 });
     return uuid;
   }
@@ -178,6 +187,33 @@ describe('an action cancelled or terminated at each of its compute steps', () =>
     expect(instance).toMatchObject({ vmState: 'active', taskState: null });
     expect((await listInstanceActions(stack.pool, instanceUuid))[0]).toMatchObject({
       action: 'shelve',
+      message: 'Error',
+      reason: `released by the reconciler: workflow ${workflowId} was NOT_FOUND`,
+    });
+    await expectUsable(instance);
+  });
+
+  it('an offload whose workflow ended with its domain shut off, not yet removed: one reconcile finishes it', async () => {
+    const instanceUuid = await instanceIn(VmState.SHELVED);
+    const { shelved_image_id: imageId } = (await getInstance(stack.pool, instanceUuid)).systemMetadata;
+    // Shut off, as a destroy that outlived its terminated workflow leaves it for a moment.
+    const workflowId = `shelveOffload-ended-${randomUUID()}`;
+    await claimInstance(stack.pool, {
+      instanceUuid,
+      action: 'shelveOffload',
+      requestId: `req-${randomUUID()}`,
+      workflowId,
+    });
+    try {
+      expect(await reconcileNow(stack, [instanceUuid])).toMatchObject({ claimsReleased: 1, failures: 0 });
+    } finally {
+      delete powerStates[instanceUuid];
+    }
+    const instance = await getInstance(stack.pool, instanceUuid);
+    expect(instance).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
+    expect(instance.systemMetadata.shelved_image_id).toBe(imageId);
+    expect((await listInstanceActions(stack.pool, instanceUuid))[0]).toMatchObject({
+      action: 'shelveOffload',
       message: 'Error',
       reason: `released by the reconciler: workflow ${workflowId} was NOT_FOUND`,
     });
