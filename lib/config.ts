@@ -1,7 +1,7 @@
 // All configuration, read once from the environment. Defaults point at the local stack that
 // scripts/stack starts; each can be pointed at an existing deployment instead (docs/stack.md).
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,7 +54,7 @@ export interface Config {
     host: string;
     availabilityZone: string;
     libvirtUri: string;
-    /** libvirt domain type: kvm where /dev/kvm exists, else qemu (TCG). */
+    /** libvirt domain type (LIBVIRT_VIRT_TYPE): kvm where KVM can run a guest kernel, else qemu (TCG). */
     virtType: 'kvm' | 'qemu';
     /** Where instance folders (disks) and the image cache (_base) live on this host. */
     instancesPath: string;
@@ -117,8 +117,21 @@ function volumePool(env: NodeJS.ProcessEnv): { name: string; path: string } {
   return { name, path: folder };
 }
 
+/**
+ * KVM where /dev/kvm opens, but not under the kvm_pvm module (nested sandboxes): its KVM runs a
+ * BIOS but hangs a guest kernel (docs/guest.md), so TCG it is there.
+ */
+function kvmUsable(): boolean {
+  try {
+    accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
+  } catch {
+    return false;
+  }
+  return !existsSync('/sys/module/kvm_pvm');
+}
+
 function virtType(env: NodeJS.ProcessEnv): 'kvm' | 'qemu' {
-  const raw = env.LIBVIRT_VIRT_TYPE ?? (existsSync('/dev/kvm') ? 'kvm' : 'qemu');
+  const raw = env.LIBVIRT_VIRT_TYPE || (kvmUsable() ? 'kvm' : 'qemu');
   if (raw !== 'kvm' && raw !== 'qemu') throw new Error(`LIBVIRT_VIRT_TYPE must be kvm or qemu, got '${raw}'`);
   return raw;
 }
