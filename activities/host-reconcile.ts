@@ -52,7 +52,7 @@ export async function reconcileHost(compute: Config['compute'], libvirt: Libvirt
   for (const instanceUuid of instanceUuids) {
     const reason = leftoverReason(compute.host, placements.get(instanceUuid));
     if (reason === null) continue;
-    await removeInstanceFromHost(compute.instancesPath, instanceUuid, await libvirt.lookupInstance(instanceUuid));
+    await removeInstanceFromHost(compute, instanceUuid, await libvirt.lookupInstance(instanceUuid));
     logger.info({ instanceUuid, host: compute.host, reason }, 'removed a leftover instance from this host');
   }
   await removePartialDownloads(compute);

@@ -5,12 +5,27 @@ import { type Instance, serverStatus } from '../lib/nova.js';
 import type { RequestContext } from './context.js';
 import type { ActionProgress } from './progress.js';
 
-/** The address QEMU's user-mode network gives every guest, each on a private network of its own. */
-const GUEST_ADDRESS = '10.0.2.15';
-
 /** Nova's timestamps: UTC, no fraction, Z. */
 function timestamp(iso: string | null): string | null {
   return iso === null ? null : iso.replace(/\.\d{3}Z$/, 'Z');
+}
+
+/**
+ * The ports' fixed IPs by network name, as Nova shows them; a port recorded before networks were
+ * has none to show.
+ */
+function serverAddresses(instance: Instance) {
+  const addresses: Record<string, object[]> = {};
+  for (const port of instance.ports) {
+    if (!port.fixedIp) continue;
+    (addresses[port.network] ??= []).push({
+      addr: port.fixedIp.address,
+      version: 4,
+      'OS-EXT-IPS:type': 'fixed',
+      'OS-EXT-IPS-MAC:mac_addr': port.macAddress,
+    });
+  }
+  return addresses;
 }
 
 export function serverView(instance: Instance, context: RequestContext, baseUrl: string) {
@@ -34,12 +49,7 @@ export function serverView(instance: Instance, context: RequestContext, baseUrl:
     },
     created: timestamp(instance.createdAt),
     updated: timestamp(instance.updatedAt),
-    addresses: Object.fromEntries(
-      instance.ports.map((port) => [
-        port.network,
-        [{ addr: GUEST_ADDRESS, version: 4, 'OS-EXT-IPS:type': 'fixed', 'OS-EXT-IPS-MAC:mac_addr': port.macAddress }],
-      ]),
-    ),
+    addresses: serverAddresses(instance),
     metadata: {},
     links: [{ rel: 'self', href: self }],
     'OS-EXT-STS:vm_state': instance.vmState,

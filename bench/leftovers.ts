@@ -4,6 +4,7 @@ import { rm } from 'node:fs/promises';
 import type { WorkflowHandle } from '@temporalio/client';
 import { DomainState } from '@unraid/libvirt';
 import type { Pool } from 'pg';
+import { removeDhcpHosts } from '../lib/host-network.js';
 import { instanceDirectory } from '../lib/host-paths.js';
 import { getInstance } from '../lib/db/instances.js';
 import type { GlanceClient, RequestContext } from '../lib/glance.js';
@@ -62,6 +63,7 @@ export class Leftovers {
     const domain = await this.libvirt.lookupInstance(uuid);
     if (domain) {
       if ((await domain.getInfo()).state !== DomainState.SHUTOFF) await domain.destroy();
+      await removeDhcpHosts(this.libvirt.uri, await domain.getXMLDesc());
       await domain.undefine();
     }
     this.domains.delete(uuid);

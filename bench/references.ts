@@ -119,7 +119,7 @@ async function download(bench: Bench, imageId: string, file: string, verify: boo
 /** Defines and starts a domain like the instance's on `disk`, timed; then removes it. */
 async function defineAndStart(bench: Bench, flavor: Flavor, disk: DomainDisk): Promise<number> {
   const uuid = randomUUID();
-  const port = { id: uuid, network: 'private', macAddress: macAddress(uuid), bindingHost: null };
+  const port = { id: uuid, network: 'private', macAddress: macAddress(uuid), fixedIp: null, bindingHost: null };
   const xml = domainXml(
     { uuid, displayName: 'bench-reference', flavor, ports: [port] },
     disk,

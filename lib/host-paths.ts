@@ -5,6 +5,7 @@ import path from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { type Domain, DomainState } from '@unraid/libvirt';
 import type { Config } from './config.js';
+import { removeDhcpHosts } from './host-network.js';
 import { type Instance, isUuid, rootVolume } from './nova.js';
 
 /**
@@ -50,12 +51,12 @@ export function rootDiskFile(compute: Config['compute'], instance: Pick<Instance
 }
 
 /**
- * Stops the instance's domain, undefines it and removes the instance's files from this host; its
- * volumes stay in their pool. The destroyInstance activity, the host's cleanup at start and the
+ * Stops the instance's domain, removes its ports' DHCP entries, undefines it and removes the
+ * instance's files from this host; its volumes stay in their pool. The destroyInstance activity, the host's cleanup at start and the
  * tests' clean-up all call it.
  */
 export async function removeInstanceFromHost(
-  instancesPath: string,
+  compute: Pick<Config['compute'], 'instancesPath' | 'libvirtUri'>,
   instanceUuid: string,
   domain: Domain | null,
   onStep: (step: string) => void = () => undefined,
@@ -63,8 +64,10 @@ export async function removeInstanceFromHost(
   if (domain) {
     onStep('destroying the domain');
     if ((await domain.getInfo()).state !== DomainState.SHUTOFF) await domain.destroy();
+    // Read from the domain, the one record of what this host serves the instance's ports.
+    await removeDhcpHosts(compute.libvirtUri, await domain.getXMLDesc());
     await domain.undefine();
   }
   onStep('removing instance files');
-  await rm(instanceDirectory(instancesPath, instanceUuid), { recursive: true, force: true });
+  await rm(instanceDirectory(compute.instancesPath, instanceUuid), { recursive: true, force: true });
 }

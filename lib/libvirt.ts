@@ -12,6 +12,16 @@ export function domainName(instanceUuid: string): string {
   return `instance-${instanceUuid}`;
 }
 
+/** The libvirt network that serves a network's ports on a host (lib/host-network.ts). */
+export function libvirtNetworkName(networkId: string): string {
+  return `vm-shelve-${networkId}`;
+}
+
+/** The Linux bridge of that libvirt network: interface names are at most 15 characters. */
+export function bridgeName(networkId: string): string {
+  return `vmsbr-${networkId.replace(/-/g, '').slice(0, 8)}`;
+}
+
 /** Nova's power_state for a libvirt domain state (nova/virt/libvirt/driver.py LIBVIRT_POWER_STATE). */
 export function powerStateOf(state: DomainState): PowerState {
   switch (state) {
@@ -113,10 +123,14 @@ export function domainXml(
   requestId: string | null = null,
 ): string {
   const disks = [rootDisk, ...localDisks].map((disk, i) => diskXml(disk, `vd${String.fromCharCode(97 + i)}`));
-  // User-mode networking needs no bridge on the host; the guest keeps its port's MAC address.
-  const interfaces = instance.ports.map(
-    (port) => `<interface type='user'><mac address='${escapeXml(port.macAddress)}'/><model type='virtio'/></interface>`,
-  );
+  // A port with a fixed IP is on its network's libvirt network, whose DHCP gives it that IP; one
+  // recorded before networks were gets QEMU's user-mode network (no bridge on the host).
+  const interfaces = instance.ports.map((port) => {
+    const mac = `<mac address='${escapeXml(port.macAddress)}'/>`;
+    return port.fixedIp
+      ? `<interface type='network'><source network='${libvirtNetworkName(port.fixedIp.networkId)}'/>${mac}<model type='virtio'/></interface>`
+      : `<interface type='user'>${mac}<model type='virtio'/></interface>`;
+  });
   return `<domain type='${virtType}'>
   <name>${domainName(instance.uuid)}</name>
   <uuid>${instance.uuid}</uuid>
@@ -139,8 +153,8 @@ ${requestId === null ? '' : `  <metadata><vmshelve:instance xmlns:vmshelve='${ME
 
 const run = promisify(execFile);
 
-/** virsh, for what the binding lacks (storage pools); always an argument list. */
-async function virsh(uri: string, args: string[]): Promise<string> {
+/** virsh, for what the binding lacks (storage pools, networks); always an argument list. */
+export async function virsh(uri: string, args: string[]): Promise<string> {
   try {
     const { stdout } = await run('virsh', ['-q', '-c', uri, ...args]);
     return stdout;
@@ -187,7 +201,7 @@ export function isDomainNotFound(error: unknown): boolean {
 export class LibvirtConnection {
   private hypervisor: Promise<Hypervisor> | undefined;
 
-  constructor(private readonly uri: string) {}
+  constructor(readonly uri: string) {}
 
   async open(): Promise<Hypervisor> {
     const current = this.hypervisor;

@@ -124,8 +124,14 @@ export interface Instance {
 /** A network port of an instance, with the MAC address the guest sees. */
 export interface Port {
   id: string;
+  /** The name of the port's network ('private'), as `addresses` keys it. */
   network: string;
   macAddress: string;
+  /**
+   * The port's fixed IPv4 address and its network's subnet, which a host serves it by DHCP;
+   * null for a port recorded before networks were (its guest gets QEMU's user-mode network).
+   */
+  fixedIp: { address: string; networkId: string; cidr: string; gateway: string } | null;
   /** The host the port is bound to (Neutron's binding:host_id). */
   bindingHost: string | null;
 }

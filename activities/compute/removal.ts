@@ -11,7 +11,7 @@ export async function removeFromHost(
   instanceUuid: string,
   domain: Domain | null,
 ): Promise<void> {
-  await removeInstanceFromHost(config.instancesPath, instanceUuid, domain, (step) => reportProgress({ step }));
+  await removeInstanceFromHost(config, instanceUuid, domain, (step) => reportProgress({ step }));
 }
 
 /** Undefines the domain and removes the instance's files from this host. */

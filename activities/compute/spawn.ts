@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { FILE_MODE, FOLDER_MODE, instanceDirectory, rootDiskPath, volumeName } from '../../lib/host-paths.js';
+import { ensurePortNetworks } from '../../lib/host-network.js';
 import { type DomainDisk, domainRequestId, domainXml, refreshStoragePool } from '../../lib/libvirt.js';
 import type { Instance, PowerState } from '../../lib/nova.js';
 import type { UploadedSnapshot } from '../../lib/progress.js';
@@ -114,7 +115,8 @@ async function blankLocalDisks(instancesPath: string, instance: Instance): Promi
 }
 
 /**
- * Prepares the instance's root disk, defines its domain and starts it. A domain an earlier
+ * Prepares the instance's root disk, defines its domain, sets up its ports' networks on this host
+ * and starts it. A domain an earlier
  * attempt of this request defined is started as it is; one any other request left (a given-up
  * spawn, a rollback that never reached this host) is removed with its files first, so that a
  * stale guest never runs in the instance's place.
@@ -141,6 +143,9 @@ export async function spawnInstance(
     const hypervisor = await libvirt.open();
     await hypervisor.domainDefineXML(domainXml(instance, disk, config.virtType, localDisks, requestId));
   }
+  // After any removal above, which takes the removed domain's DHCP entries (the same MACs) away.
+  reportProgress({ step: 'setting up the networks' });
+  await ensurePortNetworks(config.libvirtUri, instance.ports);
   cancellationSignal.throwIfAborted();
   reportProgress({ step: 'starting the domain' });
   return powerOnInstance(services, { instanceUuid: instance.uuid });

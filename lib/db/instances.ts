@@ -14,6 +14,7 @@ import {
   type TaskState,
 } from '../nova.js';
 import { actionStart } from './instance-actions.js';
+import { allocateFixedIp } from './networks.js';
 import { inTransaction, type Queryable } from './transactions.js';
 
 export interface CreateInstanceRequest {
@@ -29,7 +30,8 @@ export interface CreateInstanceRequest {
   /** system_metadata at build, e.g. the image's properties as image_* keys. */
   systemMetadata: Record<string, string>;
   blockDeviceMappings: BlockDeviceMapping[];
-  ports: Omit<Port, 'bindingHost'>[];
+  /** The ports to make, each on the project's network of its name, with a fixed IP drawn there. */
+  ports: Pick<Port, 'id' | 'network' | 'macAddress'>[];
   /** The build workflow the new instance is held for, as ClaimRequest.workflowId. */
   workflowId?: string;
 }
@@ -88,9 +90,16 @@ async function rowsByInstance(
   orderBy: string,
   instanceUuids: string[],
 ): Promise<Map<string, QueryResultRow[]>> {
+  // A port comes with its network's subnet.
+  const from =
+    table === 'ports'
+      ? `ports LEFT JOIN (SELECT id AS network_id, cidr::text AS cidr, host(gateway) AS gateway FROM networks) n
+           USING (network_id)`
+      : table;
+  const columns = table === 'ports' ? '*, host(fixed_ip) AS fixed_address' : '*';
   const { rows } = await db.query(
     // eslint-disable-next-line no-restricted-syntax -- names of this module's choosing, values as parameters
-    `SELECT * FROM ${table} WHERE instance_uuid = ANY($1::uuid[]) ORDER BY instance_uuid, ${orderBy}`,
+    `SELECT ${columns} FROM ${from} WHERE instance_uuid = ANY($1::uuid[]) ORDER BY instance_uuid, ${orderBy}`,
     [instanceUuids],
   );
   const grouped = new Map<string, QueryResultRow[]>();
@@ -121,6 +130,10 @@ async function instancesFromRows(db: Queryable, rows: QueryResultRow[]): Promise
         id: port.id,
         network: port.network,
         macAddress: port.mac_address,
+        fixedIp:
+          port.network_id === null
+            ? null
+            : { address: port.fixed_address, networkId: port.network_id, cidr: port.cidr, gateway: port.gateway },
         bindingHost: port.binding_host,
       })),
     ),
@@ -186,22 +199,29 @@ export async function writeSystemMetadata(
 const MAC_DRAWS = 8;
 
 /**
- * Records a port with its MAC address, or another one drawn at random when a live port holds it
- * already: retrying the same address would fail the same way for ever. A retry finds its port.
+ * Records a port on the project's network of its name with the lowest free fixed IP there, and
+ * its MAC address, or another one drawn at random when a live port holds it already: retrying
+ * the same address would fail the same way for ever. A retry finds its port.
  */
-async function insertPort(client: PoolClient, instanceUuid: string, port: Omit<Port, 'bindingHost'>): Promise<void> {
+async function insertPort(
+  client: PoolClient,
+  instanceUuid: string,
+  projectId: string,
+  port: CreateInstanceRequest['ports'][number],
+): Promise<void> {
+  const recorded = () =>
+    client.query('SELECT 1 FROM ports WHERE id = $1 AND instance_uuid = $2', [port.id, instanceUuid]);
+  if ((await recorded()).rowCount === 1) return;
+  const fixedIp = await allocateFixedIp(client, projectId, port.network);
   let mac = port.macAddress;
   for (let draw = 1; ; draw++) {
-    // No conflict target: a port already recorded (its id) and a MAC a live port holds both do nothing.
+    // No conflict target: a MAC a live port holds does nothing (the network's lock keeps the IP free).
     await client.query(
-      `INSERT INTO ports (id, instance_uuid, network, mac_address) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
-      [port.id, instanceUuid, port.network, mac],
+      `INSERT INTO ports (id, instance_uuid, network, mac_address, network_id, fixed_ip)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+      [port.id, instanceUuid, port.network, mac, fixedIp.networkId, fixedIp.address],
     );
-    const { rowCount } = await client.query('SELECT 1 FROM ports WHERE id = $1 AND instance_uuid = $2', [
-      port.id,
-      instanceUuid,
-    ]);
-    if (rowCount === 1) return;
+    if ((await recorded()).rowCount === 1) return;
     if (draw === MAC_DRAWS) {
       throw ApplicationFailure.create({
         type: 'MacAddressGenerationFailure',
@@ -282,7 +302,7 @@ export async function createInstance(pool: Pool, request: CreateInstanceRequest)
         ],
       );
     }
-    for (const port of request.ports) await insertPort(client, request.uuid, port);
+    for (const port of request.ports) await insertPort(client, request.uuid, request.projectId, port);
     await actionStart(client, {
       instanceUuid: request.uuid,
       action: 'create',

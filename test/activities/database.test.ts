@@ -5,10 +5,10 @@ import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createDatabaseActivities } from '../../activities/database.js';
-import { createInstance, getInstance } from '../../lib/db/instances.js';
+import { createInstance, type CreateInstanceRequest, getInstance } from '../../lib/db/instances.js';
 import { type ClaimRequest, claimInstance, markInstanceDeleted, saveInstance } from '../../lib/db/task-states.js';
 import { loadConfig } from '../../lib/config.js';
-import { macAddress, type Port } from '../../lib/nova.js';
+import { macAddress } from '../../lib/nova.js';
 import { sqlErrorsClassified, sqlState } from '../../lib/sql-errors.js';
 import { createPool } from '../../lib/postgres.js';
 
@@ -16,13 +16,13 @@ const config = loadConfig();
 const pool = createPool(config.databaseUrl);
 const database = createDatabaseActivities(pool);
 
-async function activeInstance(ports: Omit<Port, 'bindingHost'>[] = []): Promise<string> {
+async function activeInstance(ports: CreateInstanceRequest['ports'] = [], projectId = 'p'): Promise<string> {
   const uuid = randomUUID();
   const requestId = `req-build-${uuid}`;
   await createInstance(pool, {
     uuid,
     displayName: 'db-test',
-    projectId: 'p',
+    projectId,
     userId: 'u',
     imageRef: randomUUID(),
     flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 },
@@ -157,6 +157,42 @@ describe('createInstance', () => {
     await markInstanceDeleted(pool, { instanceUuid: holder, requestId });
     const third = await activeInstance([port(mac)]);
     expect((await getInstance(pool, third)).ports[0]!.macAddress).toBe(mac);
+  });
+});
+
+describe('fixed IPs', () => {
+  const port = () => ({ id: randomUUID(), network: 'private', macAddress: macAddress(randomUUID()) });
+  const fixedIp = async (uuid: string) => (await getInstance(pool, uuid)).ports[0]!.fixedIp!;
+
+  it("gives each port the lowest free address of its project's network, made on first use, never twice", async () => {
+    const project = `ip-${randomUUID()}`;
+    // Ten first builds of a project at once: one network, ten addresses.
+    const uuids = await Promise.all(Array.from({ length: 10 }, () => activeInstance([port()], project)));
+    const ips = await Promise.all(uuids.map(fixedIp));
+    expect(new Set(ips.map((ip) => ip.networkId)).size).toBe(1);
+    const { cidr, gateway } = ips[0]!;
+    expect(cidr).toMatch(/^10\.(1[2-9][0-9]|2[0-5][0-9])\.\d+\.0\/24$/);
+    const prefix = cidr.replace(/0\/24$/, '');
+    expect(gateway).toBe(`${prefix}1`);
+    expect(ips.map((ip) => ip.address).sort()).toEqual(
+      Array.from({ length: 10 }, (_, i) => `${prefix}${i + 2}`).sort(),
+    );
+
+    // A deleted server's address is free again: the only one below the others' .12.
+    const requestId = `req-delete-${uuids[0]}`;
+    const freed = ips[0]!.address;
+    await claimInstance(pool, { instanceUuid: uuids[0]!, action: 'delete', requestId });
+    await markInstanceDeleted(pool, { instanceUuid: uuids[0]!, requestId });
+    expect((await fixedIp(await activeInstance([port()], project))).address).toBe(freed);
+  });
+
+  it('gives two projects two different networks', async () => {
+    const [a, b] = await Promise.all(
+      [`ip-${randomUUID()}`, `ip-${randomUUID()}`].map((p) => activeInstance([port()], p)),
+    );
+    const [ipA, ipB] = await Promise.all([fixedIp(a!), fixedIp(b!)]);
+    expect(ipA.networkId).not.toBe(ipB.networkId);
+    expect(ipA.cidr).not.toBe(ipB.cidr);
   });
 });
 

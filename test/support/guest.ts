@@ -155,6 +155,16 @@ export class GuestProtocol {
     return (await this.ask(`write ${name} ${content.toString('base64')}`, /^ok ([0-9a-f]{64})$/))[1] as string;
   }
 
+  /** Closes the channel (for TCP, the guest's protocol process for this connection ends). */
+  close(): void {
+    this.channel.close();
+  }
+
+  /** Whether the guest can open a TCP connection to `ip`:`port` (within 2 s). */
+  async probe(ip: string, port: number): Promise<'open' | 'closed'> {
+    return (await this.ask(`probe ${ip} ${port}`, /^(open|closed)$/))[1] as 'open' | 'closed';
+  }
+
   /** A file of the guest's /data, or null when it has none of that name. */
   async read(name: string): Promise<Buffer | null> {
     const match = await this.ask(`read ${name}`, /^(missing|[A-Za-z0-9+/]+=*|=)$/);

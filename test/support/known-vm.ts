@@ -80,11 +80,7 @@ export async function buildKnownVm(
     diskIsIntact: async (hostConfig) =>
       sameGuestContent(disk.reference, rootDiskFile(hostConfig.compute, await getInstance(stack.pool, instanceUuid))),
     remove: async (hostConfig = stack.config) => {
-      await removeInstanceFromHost(
-        hostConfig.compute.instancesPath,
-        instanceUuid,
-        await stack.libvirt.lookupInstance(instanceUuid),
-      );
+      await removeInstanceFromHost(hostConfig.compute, instanceUuid, await stack.libvirt.lookupInstance(instanceUuid));
       // A test may end with the instance offloaded, its snapshot kept for an unshelve.
       const instance = await getInstance(stack.pool, instanceUuid).catch(() => null);
       const shelvedImageId = instance?.systemMetadata.shelved_image_id;

@@ -52,11 +52,7 @@ async function startComputeHost(config: Config, connection: NativeConnection, po
   return {
     config,
     async removeInstance(instanceUuid) {
-      await removeInstanceFromHost(
-        config.compute.instancesPath,
-        instanceUuid,
-        await libvirt.lookupInstance(instanceUuid),
-      );
+      await removeInstanceFromHost(config.compute, instanceUuid, await libvirt.lookupInstance(instanceUuid));
       // Gone from the database too, or it would count against the host's capacity.
       await pool.query('DELETE FROM instances WHERE uuid = $1', [instanceUuid]);
     },

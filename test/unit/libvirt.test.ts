@@ -1,12 +1,32 @@
 import { DomainState } from '@unraid/libvirt';
 import { describe, expect, it } from 'vitest';
-import { domainName, domainRequestId, domainXml, METADATA_NAMESPACE, powerStateOf } from '../../lib/libvirt.js';
+import {
+  bridgeName,
+  domainName,
+  domainRequestId,
+  domainXml,
+  METADATA_NAMESPACE,
+  powerStateOf,
+} from '../../lib/libvirt.js';
 
 const instance = {
   uuid: '6f1c2b8e-3d4a-4e5f-8a9b-0c1d2e3f4a5b',
   displayName: `<evil> & 'quoted' "name"`,
   flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 2, memoryMb: 512, rootGb: 1, ephemeralGb: 0, swap: 0 },
-  ports: [{ id: 'p1', network: 'private', macAddress: 'fa:16:3e:00:00:01', bindingHost: 'h1' }],
+  ports: [
+    {
+      id: 'p1',
+      network: 'private',
+      macAddress: 'fa:16:3e:00:00:01',
+      fixedIp: {
+        address: '10.128.0.2',
+        networkId: 'c0ffee00-1111-4222-8333-444455556666',
+        cidr: '10.128.0.0/24',
+        gateway: '10.128.0.1',
+      },
+      bindingHost: 'h1',
+    },
+  ],
 };
 
 describe('domainXml', () => {
@@ -21,6 +41,18 @@ describe('domainXml', () => {
     expect(xml).toContain(`<source file='/srv/instances/x/disk'/>`);
     expect(xml).toContain(`<target dev='vda' bus='virtio'/>`);
     expect(xml).toContain(`<mac address='fa:16:3e:00:00:01'/>`);
+  });
+
+  it("puts a port with a fixed IP on its network's libvirt network, and an older port on user-mode networking", () => {
+    const xml = domainXml(instance, { type: 'file', path: '/d/disk', format: 'qcow2' }, 'qemu');
+    expect(xml).toContain(
+      `<interface type='network'><source network='vm-shelve-c0ffee00-1111-4222-8333-444455556666'/><mac address='fa:16:3e:00:00:01'/><model type='virtio'/></interface>`,
+    );
+    const older = { ...instance, ports: [{ ...instance.ports[0]!, fixedIp: null }] };
+    expect(domainXml(older, { type: 'file', path: '/d/disk', format: 'qcow2' }, 'qemu')).toContain(
+      `<interface type='user'><mac address='fa:16:3e:00:00:01'/><model type='virtio'/></interface>`,
+    );
+    expect(bridgeName('c0ffee00-1111-4222-8333-444455556666')).toBe('vmsbr-c0ffee00');
   });
 
   it('adds the local disks after the root disk', () => {
