@@ -16,7 +16,10 @@ const config = loadConfig();
 const pool = createPool(config.databaseUrl);
 const database = createDatabaseActivities(pool);
 
-async function activeInstance(ports: CreateInstanceRequest['ports'] = [], projectId = 'p'): Promise<string> {
+/** This run's project: the file leaves its servers, and a project's network has 253 addresses. */
+const testProject = `db-${randomUUID().slice(0, 8)}`;
+
+async function activeInstance(ports: CreateInstanceRequest['ports'] = [], projectId = testProject): Promise<string> {
   const uuid = randomUUID();
   const requestId = `req-build-${uuid}`;
   await createInstance(pool, {

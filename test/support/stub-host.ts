@@ -14,7 +14,11 @@ import { HEARTBEAT_THROTTLE } from '../../workers/compute.js';
 import { connectWorker } from '../../workers/runtime.js';
 import type { TestStack } from './stack.js';
 
-export const testOwner = { projectId: 'wf-project', userId: 'wf-user' };
+/**
+ * A project of each test run's own: the workflow tests leave their stub servers in the database,
+ * and a project's network has addresses for 253 live ports.
+ */
+export const testOwner = { projectId: `wf-project-${randomUUID().slice(0, 8)}`, userId: 'wf-user' };
 
 interface BuildOptions {
   instanceUuid?: string;
