@@ -13,7 +13,8 @@ import { getInstance } from '../../lib/db/instances.js';
 import { libvirtNetworkName, virsh } from '../../lib/libvirt.js';
 import type { Instance, Port } from '../../lib/nova.js';
 import { uploadBootImage } from '../../lib/sample-disk.js';
-import { connectWithRetry, GuestProtocol, guestImage, guestProtocolPort, LineChannel } from '../support/guest.js';
+import { guestImage } from '../support/guest.js';
+import { connectWithRetry, GuestProtocol, guestProtocolPort, LineChannel } from '../support/guest-protocol.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 /** Two projects, each with a server of the test guest. */
@@ -85,7 +86,8 @@ describe("guests on their projects' networks", () => {
     await stack?.stop();
   });
 
-  it('each guest takes its fixed IP by DHCP and answers there; the API shows that IP', async () => {
+  /** Each guest takes its fixed IP by DHCP and answers there; the API shows that IP. */
+  async function buildAndReach(): Promise<void> {
     const started = Date.now();
     await Promise.all(
       servers.map((server) =>
@@ -124,9 +126,10 @@ describe("guests on their projects' networks", () => {
       `guests ${ports.map((port) => port.fixedIp.address).join(', ')}: built in ${built - started} ms, ` +
         `answering ${Date.now() - built} ms later`,
     );
-  });
+  }
 
-  it("a guest reaches neither another project's guest nor the host's services, only its DHCP and DNS", async () => {
+  /** A guest reaches neither another project's guest nor the host's services, only its DHCP and DNS. */
+  async function probeIsolation(): Promise<void> {
     const [a, b] = await Promise.all(servers.map(portOf));
     const probes: string[] = [];
     const guest = {
@@ -155,9 +158,10 @@ describe("guests on their projects' networks", () => {
       service.close();
     }
     console.log(`guest ${a!.fixedIp.address} probed ${probes.join(', ')}`);
-  });
+  }
 
-  it('an offloaded guest comes back with the same IP and answers there; its entry leaves the host meanwhile', async () => {
+  /** An offloaded guest comes back with the same IP and answers there; its entry leaves the host meanwhile. */
+  async function offloadAndReturn(): Promise<void> {
     const [server] = servers;
     const port = await portOf(server!);
     guests[0]!.close();
@@ -175,11 +179,21 @@ describe("guests on their projects' networks", () => {
     console.log(
       `unshelved ${port.fixedIp.address}: ACTIVE in ${active - started} ms, answering ${Date.now() - active} ms later`,
     );
-  });
+  }
 
-  it('deleting the servers leaves no DHCP entry for their ports', async () => {
+  /** Deleting the servers leaves no DHCP entry for their ports. */
+  async function deleteAll(): Promise<void> {
     const ports = await Promise.all(servers.map(portOf));
     await Promise.all(servers.map((server) => run('delete', { instanceUuid: server.uuid })));
     for (const port of ports) expect(await dhcpMacs(port.fixedIp.networkId)).not.toContain(port.macAddress);
-  });
+  }
+
+  // One journey on two guests: each step needs what the one before left (the guests up, then A
+  // back from its offload), and booting guests under TCG costs seconds each.
+  it("two guests on their projects' networks: fixed IPs, isolation, the same IP after unshelve, no DHCP entry after delete", async () => {
+    await buildAndReach();
+    await probeIsolation();
+    await offloadAndReturn();
+    await deleteAll();
+  }, 300_000);
 });

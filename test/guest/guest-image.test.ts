@@ -8,20 +8,22 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  connectWithRetry,
+  type Accelerator,
   createGuestDisk,
+  type Firmware,
   guestAccelerator,
   guestImage,
-  guestProtocolPort,
+  type QemuGuest,
+  startQemuGuest,
+} from '../support/guest.js';
+import {
+  connectWithRetry,
   GuestProtocol,
+  guestProtocolPort,
   LineChannel,
   powerOffLine,
   readyLine,
-  startQemuGuest,
-  type Accelerator,
-  type Firmware,
-  type QemuGuest,
-} from '../support/guest.js';
+} from '../support/guest-protocol.js';
 
 let dir: string;
 let accelerator: Accelerator;
