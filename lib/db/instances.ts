@@ -1,20 +1,11 @@
 // Instances as the database records them (Nova's instance_get, instance_get_all, instance_create):
 // the instance row with its system metadata, block device mappings and ports.
-import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Pool, PoolClient, QueryResultRow } from 'pg';
 import { actionsStarted } from '../metrics.js';
-import {
-  type BlockDeviceMapping,
-  type Flavor,
-  type Instance,
-  isUuid,
-  macAddress,
-  type Port,
-  type TaskState,
-} from '../nova.js';
+import { type BlockDeviceMapping, type Flavor, type Instance, isUuid, type Port, type TaskState } from '../nova.js';
 import { actionStart } from './instance-actions.js';
-import { allocateFixedIp } from './networks.js';
+import { insertPort, type NewPort } from './networks.js';
 import { inTransaction, type Queryable } from './transactions.js';
 
 export interface CreateInstanceRequest {
@@ -31,7 +22,7 @@ export interface CreateInstanceRequest {
   systemMetadata: Record<string, string>;
   blockDeviceMappings: BlockDeviceMapping[];
   /** The ports to make, each on the project's network of its name, with a fixed IP drawn there. */
-  ports: Pick<Port, 'id' | 'network' | 'macAddress'>[];
+  ports: NewPort[];
   /** The build workflow the new instance is held for, as ClaimRequest.workflowId. */
   workflowId?: string;
 }
@@ -192,44 +183,6 @@ export async function writeSystemMetadata(
       instanceUuid,
       remove,
     ]);
-  }
-}
-
-/** How many MAC addresses a port tries before the build gives up: a collision is rare (24 bits). */
-const MAC_DRAWS = 8;
-
-/**
- * Records a port on the project's network of its name with the lowest free fixed IP there, and
- * its MAC address, or another one drawn at random when a live port holds it already: retrying
- * the same address would fail the same way for ever. A retry finds its port.
- */
-async function insertPort(
-  client: PoolClient,
-  instanceUuid: string,
-  projectId: string,
-  port: CreateInstanceRequest['ports'][number],
-): Promise<void> {
-  const recorded = () =>
-    client.query('SELECT 1 FROM ports WHERE id = $1 AND instance_uuid = $2', [port.id, instanceUuid]);
-  if ((await recorded()).rowCount === 1) return;
-  const fixedIp = await allocateFixedIp(client, projectId, port.network);
-  let mac = port.macAddress;
-  for (let draw = 1; ; draw++) {
-    // No conflict target: a MAC a live port holds does nothing (the network's lock keeps the IP free).
-    await client.query(
-      `INSERT INTO ports (id, instance_uuid, network, mac_address, network_id, fixed_ip)
-       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-      [port.id, instanceUuid, port.network, mac, fixedIp.networkId, fixedIp.address],
-    );
-    if ((await recorded()).rowCount === 1) return;
-    if (draw === MAC_DRAWS) {
-      throw ApplicationFailure.create({
-        type: 'MacAddressGenerationFailure',
-        message: `No free MAC address found for port ${port.id} after ${MAC_DRAWS} draws.`,
-        nonRetryable: true,
-      });
-    }
-    mac = macAddress(randomBytes(3).toString('hex'));
   }
 }
 

@@ -1,10 +1,14 @@
-// Projects' networks and their ports' fixed IPs (Neutron's network, subnet and IP allocation,
+// Projects' networks and their ports (Neutron's network, subnet, port and IP allocation,
 // in short): one network per project and name, each on a /24 of its own.
+import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import type { PoolClient } from 'pg';
-import type { Port } from '../nova.js';
+import { macAddress, type Port } from '../nova.js';
 
 type FixedIp = NonNullable<Port['fixedIp']>;
+
+/** A port as a build asks for it: its binding and address come later. */
+export type NewPort = Pick<Port, 'id' | 'network' | 'macAddress'>;
 
 /**
  * The project's network of that name, made on first use. Made in the caller's transaction: a
@@ -53,4 +57,42 @@ export async function allocateFixedIp(client: PoolClient, projectId: string, nam
     });
   }
   return { address: rows[0].address, networkId, cidr: rows[0].cidr, gateway: rows[0].gateway };
+}
+
+/** How many MAC addresses a port tries before the build gives up: a collision is rare (24 bits). */
+const MAC_DRAWS = 8;
+
+/**
+ * Records a port on the project's network of its name with the lowest free fixed IP there, and
+ * its MAC address, or another one drawn at random when a live port holds it already: retrying
+ * the same address would fail the same way for ever. A retry finds its port.
+ */
+export async function insertPort(
+  client: PoolClient,
+  instanceUuid: string,
+  projectId: string,
+  port: NewPort,
+): Promise<void> {
+  const recorded = () =>
+    client.query('SELECT 1 FROM ports WHERE id = $1 AND instance_uuid = $2', [port.id, instanceUuid]);
+  if ((await recorded()).rowCount === 1) return;
+  const fixedIp = await allocateFixedIp(client, projectId, port.network);
+  let mac = port.macAddress;
+  for (let draw = 1; ; draw++) {
+    // No conflict target: a MAC a live port holds does nothing (the network's lock keeps the IP free).
+    await client.query(
+      `INSERT INTO ports (id, instance_uuid, network, mac_address, network_id, fixed_ip)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+      [port.id, instanceUuid, port.network, mac, fixedIp.networkId, fixedIp.address],
+    );
+    if ((await recorded()).rowCount === 1) return;
+    if (draw === MAC_DRAWS) {
+      throw ApplicationFailure.create({
+        type: 'MacAddressGenerationFailure',
+        message: `No free MAC address found for port ${port.id} after ${MAC_DRAWS} draws.`,
+        nonRetryable: true,
+      });
+    }
+    mac = macAddress(randomBytes(3).toString('hex'));
+  }
 }
