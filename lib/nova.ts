@@ -26,6 +26,13 @@ export const TaskState = {
 } as const;
 export type TaskState = (typeof TaskState)[keyof typeof TaskState];
 
+/** The task_states of a shelve before its snapshot is recorded (it may be uploading into one). */
+export const SHELVE_TASK_STATES: readonly TaskState[] = [
+  TaskState.SHELVING,
+  TaskState.SHELVING_IMAGE_PENDING_UPLOAD,
+  TaskState.SHELVING_IMAGE_UPLOADING,
+];
+
 /** Nova's power_state integers. */
 export const PowerState = {
   NOSTATE: 0,

@@ -5,18 +5,13 @@
 // best effort: one that fails is logged and tried again by the next run.
 import { log, setCurrentDetails } from '@temporalio/workflow';
 import type { StrandedClaim } from '../lib/db/reconciler.js';
-import { PowerState, rootVolume, TaskState, VmState } from '../lib/nova.js';
+import { PowerState, rootVolume, SHELVE_TASK_STATES, TaskState, VmState } from '../lib/nova.js';
 import { actionLog, type ComputeHosts, computeHosts, images, reconciler, temporal } from './activities.js';
 import { applicationFailureOf, isFailure } from './failures.js';
 import { checkedSeconds } from './input.js';
 
 /** The API claims just before it starts the workflow: a younger claim may not have one yet. */
 const DEFAULT_GRACE_SECONDS = 120;
-const SHELVE_TASK_STATES: TaskState[] = [
-  TaskState.SHELVING,
-  TaskState.SHELVING_IMAGE_PENDING_UPLOAD,
-  TaskState.SHELVING_IMAGE_UPLOADING,
-];
 /** A host that does not take a step this soon is skipped; the next run tries it again. */
 const HOST_TIMEOUT_SECONDS = 30;
 

@@ -2,7 +2,7 @@
 // contradicts, and which shelve snapshots an instance still needs. Every write is a
 // compare-and-swap on what was found, so a reconcile never undoes an action that began since.
 import type { Pool } from 'pg';
-import { PowerState, TaskState, type VmState } from '../nova.js';
+import { PowerState, SHELVE_TASK_STATES, type TaskState, type VmState } from '../nova.js';
 
 /** Which instances a reconcile looks at: claims and images older than the grace period, maybe only some instances. */
 export interface ReconcileScope {
@@ -37,8 +37,6 @@ export interface PowerStateChange {
   from: PowerState;
   to: PowerState;
 }
-
-const SHELVE_TASKS = [TaskState.SHELVING, TaskState.SHELVING_IMAGE_PENDING_UPLOAD, TaskState.SHELVING_IMAGE_UPLOADING];
 
 /** Claims named after a workflow, unchanged for the grace period: candidates, not yet verdicts. */
 export async function listClaims(
@@ -127,7 +125,7 @@ export async function snapshotsInUse(
      SELECT c.image_id FROM unnest($1::text[], $2::uuid[]) AS c(image_id, instance_uuid)
        JOIN instances i ON i.uuid = c.instance_uuid
       WHERE i.task_state = ANY($3) AND i.deleted_at IS NULL`,
-    [snapshots.map((image) => image.imageId), snapshots.map((image) => image.instanceUuid), SHELVE_TASKS],
+    [snapshots.map((image) => image.imageId), snapshots.map((image) => image.instanceUuid), SHELVE_TASK_STATES],
   );
   return new Set(rows.map((row) => row.image_id));
 }
