@@ -37,6 +37,11 @@ export function rootDiskPath(instancesPath: string, instanceUuid: string): strin
   return path.join(instanceDirectory(instancesPath, instanceUuid), 'disk');
 }
 
+/** What the instance's guest printed on its serial console (libvirt's log of it, as Nova's). */
+export function consoleLogPath(instancesPath: string, instanceUuid: string): string {
+  return path.join(instanceDirectory(instancesPath, instanceUuid), 'console.log');
+}
+
 /** A volume's name in the storage pool. */
 export function volumeName(volumeId: string): string {
   return `volume-${checkedId('volume', volumeId)}`;

@@ -110,17 +110,27 @@ export function domainRequestId(xml: string): string | null {
   return null;
 }
 
+export interface DomainOptions {
+  /** The flavor's local disks (ephemeral, swap), after the root disk. */
+  localDisks?: DomainDisk[];
+  /** The spawn that defines the domain, so that a later request never mistakes it for its own. */
+  requestId?: string | null;
+  /**
+   * A file that keeps what the guest prints on its serial console, as Nova's console.log: how an
+   * operator (and a test) sees a guest's boot and its own power-off.
+   */
+  consoleLog?: string;
+}
+
 /**
- * The domain definition of an instance: its flavor's CPUs and memory, a console, and its disks:
- * the root disk as vda, then the local ones (ephemeral, swap) as vdb, vdc, …. `requestId` names the
- * spawn that defines it, so that a later request never mistakes the domain for its own.
+ * The domain definition of an instance: its flavor's CPUs and memory, a serial console, and its
+ * disks: the root disk as vda, then the local ones (ephemeral, swap) as vdb, vdc, ….
  */
 export function domainXml(
   instance: Pick<Instance, 'uuid' | 'displayName' | 'flavor' | 'ports'>,
   rootDisk: DomainDisk,
   virtType: 'kvm' | 'qemu',
-  localDisks: DomainDisk[] = [],
-  requestId: string | null = null,
+  { localDisks = [], requestId = null, consoleLog }: DomainOptions = {},
 ): string {
   const disks = [rootDisk, ...localDisks].map((disk, i) => diskXml(disk, `vd${String.fromCharCode(97 + i)}`));
   // A port with a fixed IP is on its network's libvirt network, whose DHCP gives it that IP; one
@@ -144,7 +154,7 @@ ${requestId === null ? '' : `  <metadata><vmshelve:instance xmlns:vmshelve='${ME
   <on_crash>destroy</on_crash>
   <devices>
     ${[...disks, ...interfaces].join('\n    ')}
-    <serial type='pty'/>
+    ${consoleLog === undefined ? `<serial type='pty'/>` : `<serial type='pty'><log file='${escapeXml(consoleLog)}' append='on'/></serial>`}
     <console type='pty'/>
   </devices>
 </domain>
@@ -162,6 +172,15 @@ export async function virsh(uri: string, args: string[]): Promise<string> {
     const stderr = (error as { stderr?: string }).stderr?.trim();
     throw new Error(`virsh ${args[0]} failed: ${stderr || (error as Error).message}`, { cause: error });
   }
+}
+
+/**
+ * A domain's state with libvirt's reason for it, as `virsh domstate --reason` prints it: after a
+ * power-off, `shut off (shutdown)` when the guest powered itself off, `shut off (destroyed)` when
+ * it was destroyed.
+ */
+export async function domainStateReason(uri: string, instanceUuid: string): Promise<string> {
+  return (await virsh(uri, ['domstate', '--reason', domainName(instanceUuid)])).trim();
 }
 
 /**

@@ -1,24 +1,43 @@
-// The main job, end to end on the local stack: a VM whose disk holds known random bytes is
-// created, shelved and offloaded, then unshelved, and its disk is checked byte for byte.
-// Run it with `npm run demo`, which starts the stack and the workers first.
-import { randomUUID } from 'node:crypto';
+// The main job, end to end on the local stack, with the project's test guest (docs/guest.md): a
+// server is built on one host and its guest writes a file; it is shelved (the guest powers itself
+// off), offloaded, and unshelved on a second host, where its guest answers at the same address and
+// reads its file back. Run it with `npm run demo`, which starts the stack and the workers first.
+import { randomBytes, randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import path from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { Client } from '@temporalio/client';
-import { instanceDirectory, rootDiskPath } from '../lib/host-paths.js';
+import { consoleLogPath, instanceDirectory } from '../lib/host-paths.js';
 import { type Action, startAction, watchAction } from '../lib/actions.js';
 import { loadConfig } from '../lib/config.js';
 import { connectClient } from '../lib/temporal-client.js';
 import { GlanceClient } from '../lib/glance.js';
-import { LibvirtConnection } from '../lib/libvirt.js';
+import {
+  connectWithRetry,
+  GuestProtocol,
+  guestImage,
+  guestProtocolPort,
+  LineChannel,
+  powerOffLine,
+} from '../lib/guest-protocol.js';
+import { domainStateReason, LibvirtConnection } from '../lib/libvirt.js';
 import { type Instance, serverStatus } from '../lib/nova.js';
-import { sameGuestContent } from '../lib/qemu-img.js';
-import { createSampleDisk, uploadBootImage } from '../lib/sample-disk.js';
+import { uploadBootImage } from '../lib/sample-disk.js';
 import { createPool } from '../lib/postgres.js';
+import { listInstances } from '../lib/db/instances.js';
 
 const config = loadConfig();
+/** The second compute host scripts/demo starts on the same libvirtd, with its own instances folder. */
+const second = loadConfig({
+  ...process.env,
+  COMPUTE_HOST: process.env.DEMO_SECOND_HOST,
+  INSTANCES_PATH: process.env.DEMO_SECOND_INSTANCES_PATH,
+});
+if (!process.env.DEMO_SECOND_HOST || second.compute.host === config.compute.host) {
+  throw new Error('DEMO_SECOND_HOST must name a second compute host (scripts/demo starts one)');
+}
 const started = Date.now();
 const print = (line: string) => console.log(`[${((Date.now() - started) / 1000).toFixed(1).padStart(5)}s] ${line}`);
+const seconds = (since: number) => `${((Date.now() - since) / 1000).toFixed(1)} s`;
 const MiB = 1024 * 1024;
 
 function describe(instance: Instance): string {
@@ -46,7 +65,7 @@ async function run<A extends Action>(action: A, input: Parameters<typeof startAc
   print(
     `${action}: workflow ${handle.workflowId} started (Web UI: http://127.0.0.1:8233/namespaces/${config.temporal.namespace}/workflows/${handle.workflowId})`,
   );
-  return watchAction(handle, pool, instanceUuid, ({ instance, progress }) => {
+  return watchAction(handle, pool, input.instanceUuid, ({ instance, progress }) => {
     const bytes =
       progress?.bytesDone !== undefined
         ? ` ${progress.step} ${(progress.bytesDone / MiB).toFixed(1)}/${((progress.bytesTotal ?? 0) / MiB).toFixed(1)} MiB`
@@ -57,33 +76,58 @@ async function run<A extends Action>(action: A, input: Parameters<typeof startAc
   });
 }
 
+/** The guest's protocol at its address, once it answers there (a boot without KVM takes seconds). */
+async function guestAt(ip: string): Promise<GuestProtocol> {
+  const socket = await connectWithRetry({ host: ip, port: guestProtocolPort }, 120_000);
+  return new GuestProtocol(new LineChannel(socket), 10_000);
+}
+
+const imageId = randomUUID();
 try {
-  print('making a 64 MiB disk image with 32 MiB of random data');
-  const disk = await createSampleDisk(path.join(path.dirname(config.compute.instancesPath), 'demo'), instanceUuid);
-  const imageId = await uploadBootImage(glance, owner, disk.image, { id: randomUUID(), name: 'vm-shelve-demo' });
-  print(`uploaded boot image ${imageId} to Glance`);
+  // The server an earlier demo left running goes first: demos do not pile up guests.
+  for (const earlier of await listInstances(pool, owner.projectId)) {
+    print(`deleting server ${earlier.uuid}, which an earlier demo left`);
+    await run('delete', { instanceUuid: earlier.uuid });
+  }
+  const image = await guestImage();
+  await uploadBootImage(glance, owner, image, { id: imageId, name: 'vm-shelve-guest' });
+  print(`uploaded the test guest (${image}) to Glance as image ${imageId}`);
 
   let instance = await run('build', {
     instanceUuid,
     displayName: `demo-${instanceUuid.slice(0, 8)}`,
     ...owner,
     imageRef: imageId,
-    flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 },
+    flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 256, rootGb: 1, ephemeralGb: 0, swap: 0 },
+    host: config.compute.host,
   });
-  print(`built: ${describe(instance)}`);
+  const address = instance.ports[0]?.fixedIp?.address;
+  if (!address) throw new Error(`instance ${instanceUuid} has no fixed IP`);
+  print(`built: ${describe(instance)} address=${address}`);
 
-  // The guest has no OS to honour the shutdown request, so the clean shutdown gives up after 3 s.
-  instance = await run('shelve', { instanceUuid, shutdownTimeout: 3, shelvedOffloadTime: 0 });
+  let since = Date.now();
+  let guest = await guestAt(address);
+  check(`the guest answers at ${address}, ${seconds(since)} after ACTIVE`, (await guest.ping()) === address);
+  const content = randomBytes(64 * 1024);
+  const written = await guest.write('demo.bin', content);
+  guest.close();
+  print(`the guest wrote /data/demo.bin (64 KiB of random bytes, sha256 ${written.slice(0, 16)}…) and synced it`);
+
+  // Shelve alone first, so that the guest's power-off can be seen on the host before the offload.
+  since = Date.now();
+  instance = await run('shelve', { instanceUuid, shelvedOffloadTime: -1 });
   const shelvedImageId = instance.systemMetadata.shelved_image_id!;
-  print(`shelved and offloaded: ${describe(instance)}`);
+  print(`shelved in ${seconds(since)}: ${describe(instance)}`);
   print(
     `  shelved_at=${instance.systemMetadata.shelved_at} shelved_image_id=${shelvedImageId} shelved_host=${instance.systemMetadata.shelved_host}`,
   );
-  check('domain gone from libvirt', (await libvirt.lookupInstance(instanceUuid)) === null);
+  const consoleLog = await readFile(consoleLogPath(config.compute.instancesPath, instanceUuid), 'utf8');
   check(
-    'instance files gone from the host',
-    !existsSync(instanceDirectory(config.compute.instancesPath, instanceUuid)),
+    `the guest powered itself off: its console log ends with 'vm-shelve-guest power-off'`,
+    consoleLog.split(/\r?\n/).some((line) => powerOffLine.test(line)),
   );
+  const state = await domainStateReason(config.compute.libvirtUri, instanceUuid);
+  check(`libvirt says '${state}', not 'shut off (destroyed)'`, state === 'shut off (shutdown)');
   const snapshot = await glance.getImage(owner, shelvedImageId);
   check(
     `image ${shelvedImageId} active in Glance (${snapshot?.name}, ${snapshot?.size} bytes)`,
@@ -94,20 +138,39 @@ try {
     snapshot?.instance_uuid === instanceUuid && snapshot.image_type === 'snapshot',
   );
 
-  instance = await run('unshelve', { instanceUuid });
-  print(`unshelved: ${describe(instance)}`);
-  const domain = await libvirt.lookupInstance(instanceUuid);
-  check('domain running', domain !== null && instance.powerState === 1);
+  instance = await run('shelveOffload', { instanceUuid });
+  print(`offloaded: ${describe(instance)}`);
+  check(`domain gone from libvirt`, (await libvirt.lookupInstance(instanceUuid)) === null);
+  check(
+    `instance files gone from host ${config.compute.host}`,
+    !existsSync(instanceDirectory(config.compute.instancesPath, instanceUuid)),
+  );
+
+  since = Date.now();
+  instance = await run('unshelve', { instanceUuid, host: second.compute.host });
+  print(`unshelved on host ${second.compute.host} in ${seconds(since)}: ${describe(instance)}`);
+  check(`same address ${address}`, instance.ports[0]?.fixedIp?.address === address);
+  const active = Date.now();
+  guest = await guestAt(address);
+  check(
+    `the guest answers at ${address} again, ${seconds(active)} after ACTIVE (${seconds(since)} after the request)`,
+    (await guest.ping()) === address,
+  );
+  const readBack = await guest.read('demo.bin');
+  guest.close();
+  check('the guest read /data/demo.bin back, byte for byte', readBack !== null && readBack.equals(content));
   check(`image ${shelvedImageId} deleted from Glance`, (await glance.getImage(owner, shelvedImageId)) === null);
   check(
     'shelve metadata cleared',
     !('shelved_image_id' in instance.systemMetadata) && !('shelved_at' in instance.systemMetadata),
   );
-  check(
-    'guest-visible disk bytes equal the original',
-    await sameGuestContent(disk.reference, rootDiskPath(config.compute.instancesPath, instanceUuid)),
-  );
   print(process.exitCode ? 'demo FAILED' : 'demo passed');
+  print(
+    `server ${instanceUuid} stays running on host ${second.compute.host} at ${address} ` +
+      `(virsh -c ${config.compute.libvirtUri} list); its console log: ${consoleLogPath(second.compute.instancesPath, instanceUuid)}`,
+  );
 } finally {
+  // The server no longer needs its boot image: an unshelve spawns from the shelve snapshot.
+  await glance.deleteImage(owner, imageId).catch(() => undefined);
   await Promise.all([pool.end(), connection.close(), libvirt.close()]);
 }

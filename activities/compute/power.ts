@@ -55,10 +55,15 @@ export async function powerOffInstance(
   const domain = await libvirt.lookupInstance(instanceUuid);
   if (!domain) return PowerState.NOSTATE;
   if (await running(domain)) {
+    const started = Date.now();
     const stopped = timeout > 0 && (await cleanShutdown(instanceUuid, domain, timeout));
     Context.current().cancellationSignal.throwIfAborted();
-    if (!stopped && (await running(domain))) {
-      log.info('destroying the domain', { instanceUuid });
+    // Whether the guest powered itself off tells an operator if its data was flushed.
+    const seconds = (Date.now() - started) / 1000;
+    if (stopped) log.info('the guest shut down cleanly', { instanceUuid, seconds });
+    else if (await running(domain)) {
+      if (timeout > 0) log.warn('the guest did not shut down in time: destroying it', { instanceUuid, timeout });
+      else log.info('destroying the domain: no clean shutdown was asked for', { instanceUuid });
       await domain.destroy();
     }
   }

@@ -4,7 +4,14 @@ import { chmod, mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Context, log } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { FILE_MODE, FOLDER_MODE, instanceDirectory, rootDiskPath, volumeName } from '../../lib/host-paths.js';
+import {
+  consoleLogPath,
+  FILE_MODE,
+  FOLDER_MODE,
+  instanceDirectory,
+  rootDiskPath,
+  volumeName,
+} from '../../lib/host-paths.js';
 import { ensurePortNetworks } from '../../lib/host-network.js';
 import { type DomainDisk, domainRequestId, domainXml, refreshStoragePool } from '../../lib/libvirt.js';
 import type { Instance, PowerState } from '../../lib/nova.js';
@@ -141,7 +148,13 @@ export async function spawnInstance(
     cancellationSignal.throwIfAborted();
     reportProgress({ step: 'defining the domain' });
     const hypervisor = await libvirt.open();
-    await hypervisor.domainDefineXML(domainXml(instance, disk, config.virtType, localDisks, requestId));
+    await hypervisor.domainDefineXML(
+      domainXml(instance, disk, config.virtType, {
+        localDisks,
+        requestId,
+        consoleLog: consoleLogPath(config.instancesPath, instance.uuid),
+      }),
+    );
   }
   // After any removal above, which takes the removed domain's DHCP entries (the same MACs) away.
   reportProgress({ step: 'setting up the networks' });

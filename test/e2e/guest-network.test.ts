@@ -13,8 +13,13 @@ import { getInstance } from '../../lib/db/instances.js';
 import { libvirtNetworkName, virsh } from '../../lib/libvirt.js';
 import type { Instance, Port } from '../../lib/nova.js';
 import { uploadBootImage } from '../../lib/sample-disk.js';
-import { guestImage } from '../support/guest.js';
-import { connectWithRetry, GuestProtocol, guestProtocolPort, LineChannel } from '../support/guest-protocol.js';
+import {
+  connectWithRetry,
+  GuestProtocol,
+  guestImage,
+  guestProtocolPort,
+  LineChannel,
+} from '../../lib/guest-protocol.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 /** Two projects, each with a server of the test guest. */

@@ -12,18 +12,18 @@ import {
   createGuestDisk,
   type Firmware,
   guestAccelerator,
-  guestImage,
   type QemuGuest,
   startQemuGuest,
 } from '../support/guest.js';
 import {
   connectWithRetry,
   GuestProtocol,
+  guestImage,
   guestProtocolPort,
   LineChannel,
   powerOffLine,
   readyLine,
-} from '../support/guest-protocol.js';
+} from '../../lib/guest-protocol.js';
 
 let dir: string;
 let accelerator: Accelerator;

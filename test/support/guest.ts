@@ -1,26 +1,12 @@
-// The project's test guest (docs/guest.md): building its image and booting it with QEMU directly,
-// with its serial console and QMP on sockets. Its protocol is in ./guest-protocol.ts.
+// The project's test guest (docs/guest.md) booted with QEMU directly, with its serial console and
+// QMP on sockets. Its image and protocol are in lib/guest-protocol.ts.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { access, constants, copyFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { connectWithRetry, LineChannel, readyLine } from './guest-protocol.js';
+import { connectWithRetry, guestImage, LineChannel, readyLine } from '../../lib/guest-protocol.js';
 
 const run = promisify(execFile);
-const repoDir = path.resolve(import.meta.dirname, '../..');
-
-let imageBuild: Promise<string> | undefined;
-
-/**
- * Path of the guest's qcow2 image in the cache, built by scripts/guest-image on first use (once per
- * set of inputs; a minute or so the first time). Never write to it: boot an overlay.
- */
-export function guestImage(): Promise<string> {
-  imageBuild ??= run('bash', [path.join(repoDir, 'scripts/guest-image')], { maxBuffer: 1 << 20 }).then(({ stdout }) =>
-    stdout.trim(),
-  );
-  return imageBuild;
-}
 
 /** A qcow2 overlay at `file` whose backing file is the guest image: the disk one guest writes. */
 export async function createGuestDisk(file: string): Promise<void> {

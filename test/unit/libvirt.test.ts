@@ -57,7 +57,7 @@ describe('domainXml', () => {
 
   it('adds the local disks after the root disk', () => {
     const local = { type: 'file', path: '/d/disk.eph0', format: 'qcow2' } as const;
-    const xml = domainXml(instance, { type: 'file', path: '/d/disk', format: 'qcow2' }, 'kvm', [local]);
+    const xml = domainXml(instance, { type: 'file', path: '/d/disk', format: 'qcow2' }, 'kvm', { localDisks: [local] });
     expect(xml).toMatch(/<source file='\/d\/disk\.eph0'\/>\s*<backingStore\/>\s*<target dev='vdb' bus='virtio'\/>/);
   });
 
@@ -82,6 +82,14 @@ describe('domainXml', () => {
     expect(xml).toContain(`<source pool='vols' volume='volume-1'/>`);
   });
 
+  it("logs the serial console to the instance's console.log when asked, keeping earlier boots", () => {
+    const disk = { type: 'file', path: '/d/disk', format: 'qcow2' } as const;
+    expect(domainXml(instance, disk, 'kvm', { consoleLog: '/i/x/console.log' })).toContain(
+      `<serial type='pty'><log file='/i/x/console.log' append='on'/></serial>`,
+    );
+    expect(domainXml(instance, disk, 'kvm')).toContain(`<serial type='pty'/>`);
+  });
+
   it('escapes the display name instead of letting it into the markup', () => {
     const xml = domainXml(instance, { type: 'file', path: '/d', format: 'raw' }, 'kvm');
     expect(xml).toContain('<title>&lt;evil&gt; &amp; &apos;quoted&apos; &quot;name&quot;</title>');
@@ -93,7 +101,7 @@ describe('the request id in the domain metadata', () => {
   const disk = { type: 'file', path: '/d/disk', format: 'qcow2' } as const;
 
   it("marks the domain with the spawn's request id, in the project's own namespace", () => {
-    const xml = domainXml(instance, disk, 'kvm', [], 'req-1');
+    const xml = domainXml(instance, disk, 'kvm', { requestId: 'req-1' });
     expect(xml).toContain(
       `<metadata><vmshelve:instance xmlns:vmshelve='${METADATA_NAMESPACE}' request-id='req-1'/></metadata>`,
     );
@@ -101,7 +109,7 @@ describe('the request id in the domain metadata', () => {
   });
 
   it('escapes the request id, and reads it back', () => {
-    const xml = domainXml(instance, disk, 'kvm', [], `req-<a>&'b"`);
+    const xml = domainXml(instance, disk, 'kvm', { requestId: `req-<a>&'b"` });
     expect(xml).not.toContain('<a>');
     expect(domainRequestId(xml)).toBe(`req-<a>&'b"`);
   });

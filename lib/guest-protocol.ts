@@ -1,7 +1,25 @@
-// The test guest's line protocol (docs/guest.md) as the tests speak it, over the guest's serial
-// console or a TCP connection to its address.
+// The project's test guest (docs/guest.md): its image, built by scripts/guest-image, and its line
+// protocol over the guest's serial console or a TCP connection to its address, as the tests, the
+// demo and the benchmark speak it.
+import { execFile } from 'node:child_process';
 import { once } from 'node:events';
 import net from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const repoDir = path.resolve(import.meta.dirname, '..');
+let imageBuild: Promise<string> | undefined;
+
+/**
+ * Path of the guest's qcow2 image in the cache, built by scripts/guest-image on first use (once per
+ * set of inputs; a minute or so the first time). Never write to it: boot an overlay.
+ */
+export function guestImage(): Promise<string> {
+  imageBuild ??= promisify(execFile)('bash', [path.join(repoDir, 'scripts/guest-image')], {
+    maxBuffer: 1 << 20,
+  }).then(({ stdout }) => stdout.trim());
+  return imageBuild;
+}
 
 /** The guest's readiness line on its consoles: `vm-shelve-guest ready <ip or none>`. */
 export const readyLine = /^vm-shelve-guest ready (\S+)$/;
