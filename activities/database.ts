@@ -54,7 +54,7 @@ export function createDatabaseActivities(pool: Pool) {
       return releaseInstance(pool, release);
     },
 
-    async markInstanceDeleted(deletion: { instanceUuid: string; requestId: string }) {
+    async markInstanceDeleted(deletion: { instanceUuid: string; requestId: string; localDelete?: boolean }) {
       return markInstanceDeleted(pool, deletion);
     },
 

@@ -1,7 +1,8 @@
 // What a compute host cleans up when its worker starts, before it takes any step (Nova's
 // _destroy_evacuated_instances and _init_instance): the domains and files of instances the
 // database no longer places on it (deleted while the host was down, moved elsewhere, or left by
-// a rollback that never reached it), and image downloads a killed worker left half-written.
+// a rollback that never reached it), and image downloads a killed worker left half-written. Then
+// the addresses of the instances deleted while it was down are free again.
 import type { Dirent } from 'node:fs';
 import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -12,6 +13,7 @@ import { logger } from '../lib/logger.js';
 import { isUuid } from '../lib/nova.js';
 import { removeInstanceFromHost } from '../lib/host-paths.js';
 import { type InstancePlacement, instancePlacements } from '../lib/db/instances.js';
+import { releaseDeletedInstancePorts } from '../lib/db/networks.js';
 
 /**
  * A download not written to for this long is a dead worker's: a running one writes every moment.
@@ -55,6 +57,10 @@ export async function reconcileHost(compute: Config['compute'], libvirt: Libvirt
     await removeInstanceFromHost(compute, instanceUuid, await libvirt.lookupInstance(instanceUuid));
     logger.info({ instanceUuid, host: compute.host, reason }, 'removed a leftover instance from this host');
   }
+  // No guest of a deleted instance runs here any more: the addresses a local delete held are free.
+  const released = await releaseDeletedInstancePorts(pool, compute.host);
+  if (released > 0)
+    logger.info({ host: compute.host, ports: released }, 'released the ports of locally deleted instances');
   await removePartialDownloads(compute);
 }
 

@@ -84,8 +84,11 @@ async function guestAt(ip: string): Promise<GuestProtocol> {
 
 const imageId = randomUUID();
 try {
-  // The server an earlier demo left running goes first: demos do not pile up guests.
+  // The server an earlier demo left on these hosts goes first: demos do not pile up guests. One on
+  // other hosts (a test's) is left to its own hosts.
+  const hosts = [config.compute.host, second.compute.host, null];
   for (const earlier of await listInstances(pool, owner.projectId)) {
+    if (!hosts.includes(earlier.host)) continue;
     print(`deleting server ${earlier.uuid}, which an earlier demo left`);
     await run('delete', { instanceUuid: earlier.uuid });
   }

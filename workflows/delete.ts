@@ -23,11 +23,12 @@ export async function deleteInstance(rawInput: ActionInput): Promise<void> {
     requestId,
     async () => {
       if (imageId) await cancelOffloadTimer(instanceUuid, imageId);
-      if (host) await terminateOnHost(instanceUuid, requestId, host);
-      // Its host holds nothing of it any more: the delete ends, cancelled or not.
+      const localDelete = host !== null && (await terminateOnHost(instanceUuid, requestId, host));
+      // Its host holds nothing of it any more (or, after a local delete, will not once its worker
+      // starts): the delete ends, cancelled or not.
       await settling(async () => {
         if (imageId) await deleteSnapshotImage(requestId, instance, imageId);
-        await database.markInstanceDeleted({ instanceUuid, requestId });
+        await database.markInstanceDeleted({ instanceUuid, requestId, localDelete });
       });
     },
     release,
@@ -39,14 +40,15 @@ export async function deleteInstance(rawInput: ActionInput): Promise<void> {
  * silent past the service-down window) is not waited for: the delete goes on in the database
  * alone and the host cleans up when its worker starts again. A host that is up but does not take
  * the step within COMPUTE_HOST_TIMEOUT leaves the server as it was, released, for a later delete.
+ * True for a local delete.
  */
-async function terminateOnHost(instanceUuid: string, requestId: string, host: string): Promise<void> {
+async function terminateOnHost(instanceUuid: string, requestId: string, host: string): Promise<boolean> {
   const down = await database.computeHostDown({ host });
   if (down) {
     await recordStep({ requestId, name: 'local_delete', host, details: `local delete: ${down}` }, async () =>
       log.info('local delete: the host is down', { instanceUuid, host, reason: down }),
     );
-    return;
+    return true;
   }
   const compute = await configuredComputeHosts();
   await withRollback(
@@ -62,4 +64,5 @@ async function terminateOnHost(instanceUuid: string, requestId: string, host: st
       ),
     () => database.releaseInstance({ instanceUuid, requestId }),
   );
+  return false;
 }

@@ -2,7 +2,7 @@
 // in short): one network per project and name, each on a /24 of its own.
 import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
-import type { PoolClient } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import { macAddress, type Port } from '../nova.js';
 
 type FixedIp = NonNullable<Port['fixedIp']>;
@@ -95,4 +95,18 @@ export async function insertPort(
     }
     mac = macAddress(randomBytes(3).toString('hex'));
   }
+}
+
+/**
+ * Releases the addresses held by the ports this host bound for instances deleted while it was
+ * down (a local delete): its worker calls this at start, once it has removed their guests.
+ * Returns how many ports it released.
+ */
+export async function releaseDeletedInstancePorts(pool: Pool, host: string): Promise<number> {
+  const { rowCount } = await pool.query(
+    `UPDATE ports p SET deleted = true FROM instances i
+      WHERE i.uuid = p.instance_uuid AND i.deleted_at IS NOT NULL AND NOT p.deleted AND p.binding_host = $1`,
+    [host],
+  );
+  return rowCount ?? 0;
 }

@@ -238,7 +238,7 @@ export async function releaseInstance(
  */
 export async function markInstanceDeleted(
   pool: Pool,
-  { instanceUuid, requestId }: { instanceUuid: string; requestId: string },
+  { instanceUuid, requestId, localDelete = false }: { instanceUuid: string; requestId: string; localDelete?: boolean },
 ): Promise<void> {
   const { rowCount } = await pool.query(
     `UPDATE instances SET vm_state = $3, task_state = NULL, power_state = $4, host = NULL, node = NULL,
@@ -253,6 +253,8 @@ export async function markInstanceDeleted(
       nonRetryable: true,
     });
   }
-  // Its MAC addresses go back to the pool, as Neutron deletes a deleted server's ports.
-  await pool.query('UPDATE ports SET deleted = true WHERE instance_uuid = $1', [instanceUuid]);
+  // Its addresses go back to the pool, as Neutron deletes a deleted server's ports; after a local
+  // delete the guest may still run on the down host with them, so they stay held until that
+  // host's worker starts and removes it (releaseDeletedInstancePorts).
+  if (!localDelete) await pool.query('UPDATE ports SET deleted = true WHERE instance_uuid = $1', [instanceUuid]);
 }

@@ -18,7 +18,8 @@ import { getInstance } from '../../lib/db/instances.js';
 import { startAction } from '../../lib/actions.js';
 import type { Config } from '../../lib/config.js';
 import { failureMessages } from '../support/faults.js';
-import { buildKnownVm, type KnownVm } from '../support/known-vm.js';
+import { allocateFixedIp } from '../../lib/db/networks.js';
+import { buildKnownVm, e2eOwner, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestComputeHost, type TestStack } from '../support/stack.js';
 import { type StubHost, startStubHost } from '../support/stub-host.js';
 import { startWorkerProcess } from '../support/worker-process.js';
@@ -38,6 +39,27 @@ describe('a compute host that is down, then comes back', () => {
   /** The host's compute_nodes row as a host silent for an hour leaves it: down, for the scheduler too. */
   async function silence(name: string): Promise<void> {
     await stack.pool.query(`UPDATE compute_nodes SET updated_at = now() - interval '1 hour' WHERE host = $1`, [name]);
+  }
+
+  /** The fixed IPs the instance's ports hold (none once released). */
+  async function portAddresses(instanceUuid: string): Promise<string[]> {
+    const { rows } = await stack.pool.query<{ address: string }>(
+      'SELECT host(fixed_ip) AS address FROM ports WHERE instance_uuid = $1 AND NOT deleted',
+      [instanceUuid],
+    );
+    return rows.map((row) => row.address);
+  }
+
+  /** The address the project's next server would get, in a transaction rolled back. */
+  async function nextFreeAddress(): Promise<string> {
+    const client = await stack.pool.connect();
+    try {
+      await client.query('BEGIN');
+      return (await allocateFixedIp(client, e2eOwner.projectId, 'private')).address;
+    } finally {
+      await client.query('ROLLBACK');
+      client.release();
+    }
   }
 
   async function deleteInstance(instanceUuid: string): Promise<void> {
@@ -93,6 +115,10 @@ describe('a compute host that is down, then comes back', () => {
       // The guest still runs on the host: only the host itself can remove it.
       expect((await (await domainOf(vm.instanceUuid))!.getInfo()).state).toBe(DomainState.RUNNING);
     }
+    // So its address stays held: a new server of the project never gets the one it answers at.
+    const heldAddresses = await portAddresses(deleted.instanceUuid);
+    expect(heldAddresses).toHaveLength(1);
+    expect(await nextFreeAddress()).not.toBe(heldAddresses[0]);
     // As after an unshelve elsewhere whose rollback never reached this host (F9): the database
     // places the instance on another host, with no action in progress.
     await stack.pool.query('UPDATE instances SET host = $2, node = $2 WHERE uuid = $1', [
@@ -111,6 +137,10 @@ describe('a compute host that is down, then comes back', () => {
     expect(await kept.diskIsIntact(host.config)).toBe(true);
     expect(existsSync(stalePart)).toBe(false);
     expect(existsSync(freshPart)).toBe(true);
+    // The guests are gone: their addresses are free again.
+    expect(await portAddresses(deleted.instanceUuid)).toEqual([]);
+    expect(await portAddresses(volumeBacked.instanceUuid)).toEqual([]);
+    expect(ipValue(await nextFreeAddress())).toBeLessThanOrEqual(ipValue(heldAddresses[0]!));
   });
 
   it('refuses a second compute worker under the same host name, and the first keeps its host', async () => {
@@ -191,6 +221,11 @@ describe('a compute host that is down, then comes back', () => {
     }
   });
 });
+
+/** An IPv4 address as a number, for comparing. */
+function ipValue(address: string): number {
+  return address.split('.').reduce((sum, part) => sum * 256 + Number(part), 0);
+}
 
 /** True while the process runs. */
 function isRunning(pid: number): boolean {
