@@ -11,14 +11,20 @@ type FixedIp = NonNullable<Port['fixedIp']>;
 export type NewPort = Pick<Port, 'id' | 'network' | 'macAddress'>;
 
 /**
- * The project's network of that name, made on first use. Made in the caller's transaction: a
- * concurrent first build of the project waits for this one's insert and then finds its network.
+ * The project's network of that name, made on first use. Made in the caller's transaction, under
+ * a lock of the project's network name held until it ends: a concurrent first build of the
+ * project waits, then finds the network, and draws no subnet of its own to waste.
  */
 async function projectNetwork(client: PoolClient, projectId: string, name: string): Promise<string> {
   const find = () => client.query('SELECT id FROM networks WHERE project_id = $1 AND name = $2', [projectId, name]);
   let { rows } = await find();
   if (rows.length === 0) {
-    // Looked up first: each insert draws a subnet, which a conflict would waste.
+    await client.query(`SELECT pg_advisory_xact_lock(hashtext('vm-shelve network'), hashtext($1))`, [
+      JSON.stringify([projectId, name]),
+    ]);
+    ({ rows } = await find());
+  }
+  if (rows.length === 0) {
     await client.query(
       `WITH subnet AS (SELECT nextval('network_subnets') * 256 AS offset_)
        INSERT INTO networks (project_id, name, cidr, gateway)

@@ -169,10 +169,14 @@ describe('fixed IPs', () => {
 
   it("gives each port the lowest free address of its project's network, made on first use, never twice", async () => {
     const project = `ip-${randomUUID()}`;
-    // Ten first builds of a project at once: one network, ten addresses.
+    const subnetsDrawn = async () =>
+      Number((await pool.query('SELECT last_value FROM network_subnets')).rows[0].last_value);
+    const drawnBefore = await subnetsDrawn();
+    // Ten first builds of a project at once: one network, ten addresses, and one subnet drawn.
     const uuids = await Promise.all(Array.from({ length: 10 }, () => activeInstance([port()], project)));
     const ips = await Promise.all(uuids.map(fixedIp));
     expect(new Set(ips.map((ip) => ip.networkId)).size).toBe(1);
+    expect(await subnetsDrawn()).toBe(drawnBefore + 1);
     const { cidr, gateway } = ips[0]!;
     expect(cidr).toMatch(/^10\.(1[2-9][0-9]|2[0-5][0-9])\.\d+\.0\/24$/);
     const prefix = cidr.replace(/0\/24$/, '');
