@@ -1,6 +1,6 @@
 // The benchmark: vm-shelve's shelve and unshelve on four kinds of disk beside Nova's method and
-// the floor, the orchestration's overhead, scaling to many instances, and the compute worker's
-// memory. Run it with `npm run bench` (scripts/bench brings the stack up first); `--smoke` is a
+// the floor, the orchestration's overhead, scaling to many instances, the compute worker's
+// memory, and the test guest's clean shutdown and boot. Run it with `npm run bench` (scripts/bench brings the stack up first); `--smoke` is a
 // quick, small version. It starts its own workers and removes all it made when it ends.
 import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -20,13 +20,14 @@ import { diskPlans } from './disks.js';
 import { benchDisks } from './disks-bench.js';
 import { Leftovers } from './leftovers.js';
 import { benchApiLoad } from './api-load.js';
+import { benchGuest } from './guest.js';
 import { benchOverhead } from './overhead.js';
 import { describeMachine, renderResults, renderText, type Section } from './report.js';
 import { benchScaling } from './scaling.js';
 import { BENCH_OWNER, type Bench, imageName } from './vm-shelve.js';
 import { startWorker, type WorkerProcess } from './workers.js';
 
-const PARTS = ['disks', 'overhead', 'scaling', 'load'] as const;
+const PARTS = ['disks', 'overhead', 'scaling', 'load', 'guest'] as const;
 
 const { values: options } = parseArgs({
   options: {
@@ -127,6 +128,7 @@ try {
   const earlier = await leftovers.adoptPrevious([
     imageName.boot('tiny'),
     imageName.boot('overlay'),
+    imageName.boot('guest'),
     ...diskPlans(1).flatMap((plan) => [imageName.nova(plan.kind), imageName.floor(plan.kind)]),
   ]);
   if (earlier > 0) {
@@ -211,6 +213,14 @@ try {
     });
   }
 
+  if (parts.includes('guest')) {
+    sections.push({
+      title: 'The test guest: clean shutdown, shelve, unshelve, boot (seconds)',
+      figures: await benchGuest(ctx),
+      notes: [],
+    });
+  }
+
   console.log(renderText(sections));
   const machine = await describeMachine(pool, config.compute.virtType);
   const results = renderResults({
@@ -236,7 +246,7 @@ try {
 function methodNotes(plans: ReturnType<typeof diskPlans>, runs: number): string[] {
   return [
     `${runs} run(s) per figure${smoke ? ' (--smoke: disk sizes divided by 32, scaling to N = 2 only: a check that the bench works, not a measure)' : ''}. Workers of the bench's own: a conductor on task queue \`bench\` and compute workers \`${KVM_HOST}\` (qemu:///system, ${config.compute.virtType}) and \`${TEST_HOST}\` (libvirt's test driver), each a process of its own as in \`npm run demo\`.`,
-    'Shelve runs with `shutdownTimeout: 0` and `shelvedOffloadTime: 0`: the guests have no operating system, so they ignore the ACPI shutdown request and a clean shutdown would cost the whole timeout (60 s by default) before the destroy. Every shelve here is a destroy, as are the references.',
+    'In the disk parts (disks, overhead, scaling, load), shelve runs with `shutdownTimeout: 0` and `shelvedOffloadTime: 0`: their guests have no operating system, so they ignore the ACPI shutdown request and a clean shutdown would cost the whole timeout (60 s by default) before the destroy. Every shelve there is a destroy, as are the references. The guest part shuts its guest down cleanly.',
     "vm-shelve's figures run from the request (the workflow's start) to the workflow's result: for shelve the instance is SHELVED_OFFLOADED (image uploaded, domain and files gone); for unshelve it is ACTIVE with its domain running on the bench's KVM host (named in the request), and its snapshot image deleted.",
     ...plans.map(
       (plan) =>
@@ -250,6 +260,7 @@ function methodNotes(plans: ReturnType<typeof diskPlans>, runs: number): string[
     "Overhead: a new instance with a 4 MiB disk is built, shelved and unshelved per run; each action's time from request to result minus the time during which at least one of its activities ran (ActivityTaskStarted to its end, from the workflow history). Local activities (the actions-log rows) count from the start of the workflow task that ran them to their marker's completion time.",
     `Scaling: N instances with a 4 MiB disk on \`${TEST_HOST}\`, libvirt's test driver (domains that cost nothing, so the stack is measured, not QEMU): N builds, then N shelves started at once, then N unshelves at once. Throughput is the actions that ended well over the phase's wall time; latency is each action's request to result. CPU is read from /proc (utime + stime, children included) for each component, in % of one core. The test driver runs from a node file that defines a storage pool, rather than test:///default: a compute worker defines its pool with separate virsh runs at start, and each run sees a fresh test:///default, so the worker cannot start on it.`,
     'API load: one run (a minute of requests holds thousands of samples; its percentiles are over all of them). The API runs as its own process, as `npm run api` starts it, with noauth2 tokens on loopback.',
+    `Guest: one instance of the project's test guest (docs/guest.md: a 12 MiB qcow2, Linux and busybox) on \`${KVM_HOST}\` (${config.compute.virtType}), 1 vCPU, 256 MiB, root_gb 1, which takes its port's fixed IP by DHCP from the host's libvirt network. Per run it is shelved with the default shutdown timeout (${config.shutdownTimeout} s) and \`shelvedOffloadTime: 0\`, then unshelved on the same host. *Clean shutdown* runs from the shelve request (the workflow's start) until libvirt shows the domain shut off, read through the libvirt binding every 50 ms; each run then checks that \`virsh domstate --reason\` says \`shut off (shutdown)\` (the guest powered itself off, not destroyed) and fails otherwise. *Shelve* runs to the workflow's result, SHELVED_OFFLOADED; its power-off step checks the domain right after the ACPI request and then once a second (as Nova's \`_clean_shutdown\`), so up to a second of it is the wait for that check. *Unshelve → ACTIVE* runs to the workflow's result; *→ guest answering* until a TCP connection to the guest's port 7 at its fixed IP (a new attempt every 250 ms, so that TCP's own SYN retry, 1 s later, does not count) has answered \`ping\` with that IP; *guest boot* is the difference (firmware, kernel, DHCP, the protocol's listener).`,
     "Memory: the compute worker's VmRSS, read from /proc every 50 ms during each shelve of the sparse disk: its peak, its value as the shelve starts, and the peak with its child processes (the qemu-img it runs) added.",
   ];
 }

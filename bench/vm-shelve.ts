@@ -19,7 +19,7 @@ export const BENCH_OWNER = { projectId: 'bench-project', userId: 'bench-user' };
 
 /** Names of the images the bench makes itself (shelve snapshots are vm-shelve's, named after the instance). */
 export const imageName = {
-  boot: (what: 'tiny' | 'overlay') => `bench-boot-${what}`,
+  boot: (what: 'tiny' | 'overlay' | 'guest') => `bench-boot-${what}`,
   nova: (disk: string) => `bench-nova-${disk}`,
   floor: (disk: string) => `bench-floor-${disk}`,
 };
