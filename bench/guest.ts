@@ -2,13 +2,11 @@
 // with a real clean shutdown (the guest powers itself off on the ACPI power button) and a real
 // boot, timed until the guest answers at its fixed IP again.
 import { randomUUID } from 'node:crypto';
-import { once } from 'node:events';
 import { rm } from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DomainState } from '@unraid/libvirt';
-import { GuestProtocol, guestImage, guestProtocolPort, LineChannel } from '../lib/guest-protocol.js';
+import { connectWithRetry, GuestProtocol, guestImage, guestProtocolPort, LineChannel } from '../lib/guest-protocol.js';
 import { domainStateReason } from '../lib/libvirt.js';
 import { VmState } from '../lib/nova.js';
 import { uploadBootImage } from '../lib/sample-disk.js';
@@ -20,39 +18,9 @@ import { BENCH_OWNER, type Bench, benchFlavor, buildInstance, imageName, timedAc
 const POLL_MS = 50;
 /** A boot under TCG takes about 5 s; far more means the guest is not coming. */
 const ANSWER_TIMEOUT_MS = 120_000;
-/** How long one TCP connection attempt to the guest may wait before a new one replaces it. */
-const ATTEMPT_MS = 250;
-
-/**
- * A TCP connection to the guest's protocol port, with a new attempt every ATTEMPT_MS. Not
- * connectWithRetry, which waits for each attempt to fail: a SYN lost while the guest has no
- * address yet is resent by TCP only after 1 s (then 3 s), which put about 0.9 s that was not
- * the guest's into the boot figure.
- */
-async function connectToGuest(ip: string): Promise<net.Socket> {
-  const deadline = performance.now() + ANSWER_TIMEOUT_MS;
-  for (;;) {
-    const socket = net.connect({ host: ip, port: guestProtocolPort });
-    const outcome = await Promise.race([
-      once(socket, 'connect').then(
-        () => 'connected',
-        () => 'failed',
-      ),
-      sleep(ATTEMPT_MS, 'late'),
-    ]);
-    if (outcome === 'connected') return socket;
-    socket.destroy();
-    if (performance.now() > deadline) {
-      throw new Error(`the guest did not answer at ${ip}:${guestProtocolPort} within ${ANSWER_TIMEOUT_MS / 1000} s`);
-    }
-    // Refused (not listening yet) or unreachable: answered at once, so pause as connectWithRetry does.
-    if (outcome === 'failed') await sleep(100);
-  }
-}
-
 /** Waits until the guest answers the protocol at `ip` (TCP port 7) and says that `ip` is its own. */
 async function waitForGuest(ip: string): Promise<void> {
-  const socket = await connectToGuest(ip);
+  const socket = await connectWithRetry({ host: ip, port: guestProtocolPort }, ANSWER_TIMEOUT_MS);
   const guest = new GuestProtocol(new LineChannel(socket), 10_000);
   try {
     const own = await guest.ping();

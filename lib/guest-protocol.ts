@@ -103,22 +103,55 @@ export class LineChannel {
   }
 }
 
-/** Connects to a unix socket or TCP address, retrying while nobody listens yet. */
+/** How often a new connection attempt starts while the earlier ones get no answer. */
+const ATTEMPT_INTERVAL_MS = 250;
+/** Attempts kept in flight at most (4 s of them); the oldest is dropped for a new one. */
+const ATTEMPTS_IN_FLIGHT = 16;
+
+/**
+ * Connects to a unix socket or TCP address, retrying while nobody listens yet. A new attempt
+ * starts every 250 ms while earlier ones are still in flight: a SYN sent before the guest had its
+ * address is resent by TCP only after 1 s (then 3 s), which would add that wait to a boot, while
+ * an attempt given up at once would miss a guest slow to answer. The first attempt that connects
+ * wins; the others are closed.
+ */
 export async function connectWithRetry(
   address: { path: string } | { host: string; port: number },
   timeoutMs: number,
 ): Promise<net.Socket> {
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const socket = net.connect(address);
-    try {
-      await once(socket, 'connect');
-      return socket;
-    } catch (error) {
-      socket.destroy();
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
+  const attempts = new Map<net.Socket, Promise<net.Socket | null>>();
+  let lastError: unknown = new Error(`no connection to ${JSON.stringify(address)} within ${timeoutMs} ms`);
+  const pause = (ms: number) => new Promise<null>((resolve) => setTimeout(resolve, ms, null));
+  try {
+    for (;;) {
+      const socket = net.connect(address);
+      const attempt = once(socket, 'connect').then(
+        () => socket,
+        (error: unknown) => {
+          lastError = error;
+          attempts.delete(socket);
+          socket.destroy();
+          return null;
+        },
+      );
+      attempts.set(socket, attempt);
+      if (attempts.size > ATTEMPTS_IN_FLIGHT) {
+        const [oldest] = attempts.keys();
+        attempts.delete(oldest!);
+        oldest!.destroy();
+      }
+      const connected = await Promise.race([...attempts.values(), pause(ATTEMPT_INTERVAL_MS)]);
+      if (connected) {
+        attempts.delete(connected);
+        return connected;
+      }
+      if (Date.now() > deadline) throw lastError;
+      // Refused at once (nobody listens yet): wait a little rather than ask again at once.
+      if (!attempts.has(socket)) await pause(100);
     }
+  } finally {
+    for (const socket of attempts.keys()) socket.destroy();
   }
 }
 

@@ -181,6 +181,36 @@ async function defineNetwork(uri: string, fixedIp: FixedIp, hosts: string[]): Pr
   await virsh(uri, ['net-autostart', name]);
 }
 
+/** The MAC addresses and client ids holding a lease of `ip` on the network, as libvirt lists them. */
+async function leasesOf(uri: string, name: string, ip: string): Promise<{ mac: string; clientId: string | null }[]> {
+  const table = await virsh(uri, ['net-dhcp-leases', name]);
+  const leases = [];
+  for (const line of table.split('\n')) {
+    const match = /\s((?:[0-9a-f]{2}:){5}[0-9a-f]{2})\s+ipv4\s+([\d.]+)\/\d+\s+\S+\s+(\S+)/i.exec(line);
+    if (match?.[2] === ip) leases.push({ mac: match[1]!.toLowerCase(), clientId: match[3] === '-' ? null : match[3]! });
+  }
+  return leases;
+}
+
+/**
+ * Ends every lease of `ip` that another MAC holds (a deleted or moved guest's, which dnsmasq keeps
+ * until it expires, an hour on): dnsmasq will not hand a host entry's address to its MAC while
+ * another holds a lease of it, so a new port with a freed address would get none. dhcp_release
+ * sends dnsmasq the DHCPRELEASE the old guest never did, as Neutron's DHCP agent does.
+ */
+async function releaseOtherLeases(uri: string, name: string, bridge: string, mac: string, ip: string): Promise<void> {
+  const others = async () => (await leasesOf(uri, name, ip)).filter((lease) => lease.mac !== mac);
+  const stale = await others();
+  if (stale.length === 0) return;
+  for (const lease of stale) {
+    await run('dhcp_release', [bridge, ip, lease.mac, ...(lease.clientId ? [lease.clientId] : [])]);
+  }
+  // dnsmasq takes the release from the bridge as a packet: wait until libvirt shows it taken.
+  for (let wait = 0; wait < 20 && (await others()).length > 0; wait++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** Adds the port's DHCP host entry where it lacks, first removing any entry that holds its MAC or its IP. */
 async function ensureDhcpHost(uri: string, name: string, mac: string, ip: string): Promise<void> {
   for (const { scope, xml } of (await networkStates(uri, name)) ?? []) {
@@ -218,6 +248,7 @@ export async function ensurePortNetworks(uri: string, ports: Port[]): Promise<vo
         });
       }
       await ensureDhcpHost(uri, name, mac, fixedIp.address);
+      await releaseOtherLeases(uri, name, bridgeName(fixedIp.networkId), mac, fixedIp.address);
       await allowDns(fixedIp);
     });
   }

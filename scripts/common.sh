@@ -23,7 +23,7 @@ DEBIAN_PACKAGES=(
   chromium
   build-essential python3 curl acl
   fdisk dosfstools mtools syslinux cpio xz-utils ovmf
-  dnsmasq-base iptables
+  dnsmasq-base dnsmasq-utils iptables
 )
 
 log() { printf '\033[1m[%s]\033[0m %s\n' "${LOG_TAG:-vm-shelve}" "$*" >&2; }

@@ -2,7 +2,7 @@
 // its port's fixed IP by DHCP and answers there, it cannot reach another project's guest nor the
 // host's services, and it keeps its IP through shelve-offload and unshelve.
 import { randomUUID } from 'node:crypto';
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApi } from '../../api/server.js';
 import { startAction } from '../../lib/actions.js';
 import { getInstance } from '../../lib/db/instances.js';
-import { libvirtNetworkName, virsh } from '../../lib/libvirt.js';
+import { bridgeName, libvirtNetworkName, virsh } from '../../lib/libvirt.js';
 import type { Instance, Port } from '../../lib/nova.js';
 import { uploadBootImage } from '../../lib/sample-disk.js';
 import {
@@ -38,6 +38,8 @@ describe("guests on their projects' networks", () => {
   let stack: TestStack;
   let api: FastifyInstance;
   const servers: Server[] = [];
+  /** Servers a step makes and deletes itself: deleted here should the step fail halfway. */
+  const extraServers: string[] = [];
   const guests: GuestProtocol[] = [];
 
   async function run(action: 'build' | 'shelve' | 'unshelve' | 'delete', input: object): Promise<Instance> {
@@ -81,6 +83,10 @@ describe("guests on their projects' networks", () => {
 
   afterAll(async () => {
     for (const guest of guests) guest.close();
+    for (const uuid of extraServers) {
+      if (await getInstance(stack.pool, uuid).catch(() => null))
+        await run('delete', { instanceUuid: uuid }).catch(() => undefined);
+    }
     for (const server of servers) {
       const instance = await getInstance(stack.pool, server.uuid).catch(() => null);
       if (instance) await run('delete', { instanceUuid: server.uuid }).catch(() => undefined);
@@ -133,7 +139,10 @@ describe("guests on their projects' networks", () => {
     );
   }
 
-  /** A guest reaches neither another project's guest nor the host's services, only its DHCP and DNS. */
+  /**
+   * A guest reaches neither another project's guest nor the host's services, only its DHCP and
+   * DNS; over IPv6 its bridge offers nothing at all.
+   */
   async function probeIsolation(): Promise<void> {
     const [a, b] = await Promise.all(servers.map(portOf));
     const probes: string[] = [];
@@ -162,6 +171,12 @@ describe("guests on their projects' networks", () => {
     } finally {
       service.close();
     }
+    // No IPv6 on the projects' bridges: the host is not reachable there over IPv6 either, nor
+    // does it route IPv6 between them.
+    for (const port of [a!, b!]) {
+      const bridge = bridgeName(port.fixedIp.networkId);
+      expect(await readFile(`/proc/sys/net/ipv6/conf/${bridge}/disable_ipv6`, 'utf8')).toBe('1\n');
+    }
     console.log(`guest ${a!.fixedIp.address} probed ${probes.join(', ')}`);
   }
 
@@ -186,6 +201,39 @@ describe("guests on their projects' networks", () => {
     );
   }
 
+  /**
+   * An address a deleted server held, taken by a new server of the project while the network stays
+   * on the host (A keeps it there): the new guest gets it by DHCP, though dnsmasq still had a lease
+   * of it for the deleted guest's MAC.
+   */
+  async function reuseAddress(): Promise<void> {
+    const [a] = servers;
+    const build = async () => {
+      const uuid = randomUUID();
+      extraServers.push(uuid);
+      await run('build', {
+        instanceUuid: uuid,
+        displayName: `guest-${uuid.slice(0, 8)}`,
+        ...a!.owner,
+        imageRef: a!.imageId,
+        flavor: { flavorid: '1', name: 'm1.small', vcpus: 1, memoryMb: 256, rootGb: 1, ephemeralGb: 0, swap: 0 },
+        host: stack.config.compute.host,
+      });
+      const server = { uuid, imageId: a!.imageId, owner: a!.owner };
+      const port = await portOf(server);
+      const guest = await answerAt(port.fixedIp.address);
+      expect(await guest.ping()).toBe(port.fixedIp.address);
+      guest.close();
+      return { uuid, port };
+    };
+    const first = await build();
+    await run('delete', { instanceUuid: first.uuid });
+    const second = await build();
+    expect(second.port.fixedIp.address).toBe(first.port.fixedIp.address);
+    expect(second.port.macAddress).not.toBe(first.port.macAddress);
+    await run('delete', { instanceUuid: second.uuid });
+  }
+
   /** Deleting the servers leaves no DHCP entry for their ports. */
   async function deleteAll(): Promise<void> {
     const ports = await Promise.all(servers.map(portOf));
@@ -195,10 +243,11 @@ describe("guests on their projects' networks", () => {
 
   // One journey on two guests: each step needs what the one before left (the guests up, then A
   // back from its offload), and booting guests under TCG costs seconds each.
-  it("two guests on their projects' networks: fixed IPs, isolation, the same IP after unshelve, no DHCP entry after delete", async () => {
+  it("two guests on their projects' networks: fixed IPs, isolation, the same IP after unshelve, a deleted guest's IP reused, no DHCP entry after delete", async () => {
     await buildAndReach();
     await probeIsolation();
     await offloadAndReturn();
+    await reuseAddress();
     await deleteAll();
   }, 300_000);
 });
