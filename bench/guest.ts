@@ -18,6 +18,7 @@ import { BENCH_OWNER, type Bench, benchFlavor, buildInstance, imageName, timedAc
 const POLL_MS = 50;
 /** A boot under TCG takes about 5 s; far more means the guest is not coming. */
 const ANSWER_TIMEOUT_MS = 120_000;
+
 /** Waits until the guest answers the protocol at `ip` (TCP port 7) and says that `ip` is its own. */
 async function waitForGuest(ip: string): Promise<void> {
   const socket = await connectWithRetry({ host: ip, port: guestProtocolPort }, ANSWER_TIMEOUT_MS);
