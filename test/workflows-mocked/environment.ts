@@ -7,15 +7,26 @@
 // machine. The Temporal CLI that scripts/setup builds is here: a real dev server, where time passes
 // for real.
 import { randomUUID } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Client } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type WorkflowBundle } from '@temporalio/worker';
+import {
+  bundleWorkflowCode,
+  DefaultLogger,
+  type Logger,
+  Runtime,
+  Worker,
+  type WorkflowBundle,
+} from '@temporalio/worker';
+import { expect } from 'vitest';
 import type { ComputeActivities } from '../../activities/compute/index.js';
 import { ComputeHost, computeTaskQueue, InstanceAction, InstanceUuid } from '../../lib/temporal.js';
 import { HEARTBEAT_THROTTLE } from '../../workers/compute.js';
 import type { FakeConductor } from '../support/fake-activities.js';
+import { historyToJson } from '../support/histories.js';
 import { stubComputeActivities } from '../support/stub-host.js';
 
 /** Who cancels in these tests, as the actions log records it. */
@@ -48,16 +59,21 @@ export async function startMockedTemporal(interceptorModules: string[] = []): Pr
       },
       client: { identity: testIdentity },
     }),
-    bundleWorkflowCode({
-      workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
-      workflowInterceptorModules: [
-        fileURLToPath(new URL('../../workflows/interceptors.ts', import.meta.url)),
-        ...interceptorModules,
-      ],
-      logger,
-    }),
+    bundleConductorWorkflows(logger, interceptorModules),
   ]);
   return { env, workflowBundle };
+}
+
+/** The workflows and interceptors workers/conductor.ts runs, and `interceptorModules` beside them. */
+export function bundleConductorWorkflows(logger: Logger, interceptorModules: string[] = []): Promise<WorkflowBundle> {
+  return bundleWorkflowCode({
+    workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
+    workflowInterceptorModules: [
+      fileURLToPath(new URL('../../workflows/interceptors.ts', import.meta.url)),
+      ...interceptorModules,
+    ],
+    logger,
+  });
 }
 
 /** A host name of the test's own: no task of another test's workflow reaches its stub. */
@@ -109,5 +125,40 @@ export async function withWorkers<T>(
       activities: compute.activities,
     }),
   ]);
-  return conductor.runUntil(computeWorker.runUntil(body(taskQueue)));
+  const recordTo = process.env.RECORD_HISTORIES;
+  const run = async () => {
+    const result = await body(taskQueue);
+    if (recordTo) await recordHistories(env.client, taskQueue, recordTo);
+    return result;
+  };
+  return conductor.runUntil(computeWorker.runUntil(run()));
+}
+
+/**
+ * RECORD_HISTORIES=<dir> (scripts/record-histories): the histories of the workflows a test ran on
+ * `taskQueue` that have ended, saved for test/workflows-mocked/replay.test.ts as
+ * `<workflow type>--<test name>[-<n>].json`. One still running (a timer left waiting) has no end to
+ * replay against and is left out.
+ */
+async function recordHistories(client: Client, taskQueue: string, dir: string): Promise<void> {
+  const test = (expect.getState().currentTestName ?? 'unnamed')
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .slice(0, 100)
+    .replace(/-+$/, '');
+  const seen = new Map<string, number>();
+  await mkdir(dir, { recursive: true });
+  const listed = [];
+  for await (const workflow of client.workflow.list({ query: `TaskQueue = '${taskQueue}'` })) listed.push(workflow);
+  listed.sort((a, b) => a.startTime.getTime() - b.startTime.getTime());
+  for (const { workflowId, runId } of listed) {
+    // Visibility may lag behind the workflow's end; its own description does not.
+    const handle = client.workflow.getHandle(workflowId, runId);
+    const { status, type } = await handle.describe();
+    if (status.name === 'RUNNING') continue;
+    const n = (seen.get(type) ?? 0) + 1;
+    seen.set(type, n);
+    const name = `${type}--${test}${n > 1 ? `-${n}` : ''}.json`;
+    await writeFile(path.join(dir, name), historyToJson(await handle.fetchHistory()));
+  }
 }
