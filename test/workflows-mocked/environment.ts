@@ -104,8 +104,8 @@ export function stubCompute(fake: FakeConductor, overrides: Partial<ComputeActiv
 }
 
 /**
- * Runs `body` while a conductor Worker (on a task queue of its own, passed to `body`) and the
- * host's compute Worker run, and stops both when it ends.
+ * Runs `body` while a conductor Worker (on a task queue of its own unless `taskQueue` names one,
+ * passed to `body`) and the host's compute Worker run, and stops both when it ends.
  */
 export async function withWorkers<T>(
   { env, workflowBundle }: MockedTemporal,
@@ -113,8 +113,8 @@ export async function withWorkers<T>(
   host: string,
   compute: StubCompute,
   body: (taskQueue: string) => Promise<T>,
+  taskQueue = `conductor-${randomUUID()}`,
 ): Promise<T> {
-  const taskQueue = `conductor-${randomUUID()}`;
   const [conductor, computeWorker] = await Promise.all([
     Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle, activities: fake.activities }),
     Worker.create({
