@@ -1,9 +1,13 @@
 // The actions' main paths, on fake conductor activities and a stub compute host: a shelve that
-// offloads at once and its unshelve, a shelve whose offload timer an unshelve or a delete ends.
+// offloads at once and its unshelve, a shelve whose offload timer an unshelve or a delete ends, an
+// offload timer that tries again, an offload asked for.
 // Besides their own checks, they give scripts/record-histories the histories of these paths.
+import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ComputeActivities } from '../../activities/compute/index.js';
+import { PowerState } from '../../lib/nova.js';
 import { offloadTimerWorkflowId } from '../../lib/temporal.js';
-import { deleteInstance, shelveInstance, unshelveInstance } from '../../workflows/index.js';
+import { deleteInstance, shelveInstance, shelveOffloadInstance, unshelveInstance } from '../../workflows/index.js';
 import { createFakeConductor } from '../support/fake-activities.js';
 import { type MockedTemporal, newHost, startMockedTemporal, stubCompute, withWorkers } from './environment.js';
 
@@ -19,11 +23,11 @@ describe('an instance shelved and then', () => {
   });
 
   /** An instance on a host of its own, and the workers that act on it. */
-  function setUp() {
+  function setUp(overrides: (instanceUuid: string) => Partial<ComputeActivities> = () => ({})) {
     const host = newHost();
     const fake = createFakeConductor([host]);
     const instanceUuid = fake.addInstance(host);
-    const compute = stubCompute(fake);
+    const compute = stubCompute(fake, overrides(instanceUuid));
     const shelve = (taskQueue: string, shelvedOffloadTime: number) =>
       temporal.env.client.workflow.execute(shelveInstance, {
         taskQueue,
@@ -106,5 +110,60 @@ describe('an instance shelved and then', () => {
       ['shelve', null],
       ['delete', null],
     ]);
+  });
+
+  it('offloaded by its timer on the second try: the first removal failed with the domain still there', async () => {
+    let removals = 0;
+    const { fake, instanceUuid, compute, shelve, run } = setUp((uuid) => ({
+      async destroyInstance() {
+        if (++removals === 1) {
+          throw ApplicationFailure.nonRetryable('the instance folder could not be removed', 'HostDiskError');
+        }
+      },
+      async listInstancePowerStates() {
+        return removals < 2 ? { [uuid]: PowerState.SHUTDOWN } : {};
+      },
+    }));
+
+    const offloaded = await run(async (taskQueue) => {
+      const shelved = await shelve(taskQueue, 1);
+      return temporal.env.client.workflow
+        .getHandle(offloadTimerWorkflowId(instanceUuid, shelved.systemMetadata.shelved_image_id!))
+        .result();
+    });
+
+    expect(offloaded).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
+    expect(compute.calls).toEqual([
+      'powerOffInstance',
+      'snapshotInstance',
+      'destroyInstance',
+      'listInstancePowerStates',
+      'destroyInstance',
+    ]);
+    expect(fake.actions(instanceUuid).map(({ action, message }) => [action, message])).toEqual([
+      ['shelve', null],
+      ['shelveOffload', 'Error'],
+      ['shelveOffload', null],
+    ]);
+  });
+
+  it('never offloaded by itself, offloaded when asked: SHELVED_OFFLOADED, its snapshot kept', async () => {
+    const { fake, instanceUuid, compute, shelve, run } = setUp();
+
+    const { shelved, offloaded } = await run(async (taskQueue) => {
+      const shelved = await shelve(taskQueue, -1);
+      const offloaded = await temporal.env.client.workflow.execute(shelveOffloadInstance, {
+        taskQueue,
+        workflowId: `offload-${instanceUuid}`,
+        args: [{ instanceUuid }],
+      });
+      return { shelved, offloaded };
+    });
+
+    expect(shelved).toMatchObject({ vmState: 'shelved', taskState: null });
+    expect(offloaded).toMatchObject({ vmState: 'shelved_offloaded', taskState: null, host: null });
+    expect(compute.calls).toEqual(['powerOffInstance', 'snapshotInstance', 'destroyInstance']);
+    expect(fake.images.get(shelved.systemMetadata.shelved_image_id!)).toMatchObject({ status: 'active' });
+    expect(fake.actions(instanceUuid).map(({ action }) => action)).toEqual(['shelve', 'shelveOffload']);
   });
 });
