@@ -83,11 +83,11 @@ describe('the compute worker killed mid-transfer', () => {
 
     // The unshelve completes, the domain running, the same bytes.
     expect(active, 'after the unshelve').toMatchObject({ vmState: 'active', taskState: null, powerState: 1, host });
-    // The interrupted download left no partial file behind.
+    // The interrupted download left no partial file behind: the disk and the guest's console log.
     expect(
-      await readdir(instanceDirectory(hostConfig.compute.instancesPath, instanceUuid)),
+      (await readdir(instanceDirectory(hostConfig.compute.instancesPath, instanceUuid))).sort(),
       'the files after the unshelve',
-    ).toEqual(['disk']);
+    ).toEqual(['console.log', 'disk']);
     const domain = await stack.libvirt.lookupInstance(instanceUuid);
     expect((await domain!.getInfo()).state, 'the domain after the unshelve').toBe(DomainState.RUNNING);
     expect(await stack.glance.getImage(e2eOwner, imageId), 'the snapshot after the unshelve').toBeNull();

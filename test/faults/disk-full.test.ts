@@ -69,7 +69,11 @@ describe('the host disk full during a snapshot', () => {
     const domain = await stack.libvirt.lookupInstance(instanceUuid);
     expect((await domain!.getInfo()).state).toBe(DomainState.RUNNING);
     expect(await stack.glance.listImages(e2eOwner, { name: `${vm.displayName}-shelved` })).toEqual([]);
-    expect(await readdir(instanceDirectory(config.compute.instancesPath, instanceUuid))).toEqual(['disk']);
+    // The disk and the guest's console log, nothing half-written.
+    expect((await readdir(instanceDirectory(config.compute.instancesPath, instanceUuid))).sort()).toEqual([
+      'console.log',
+      'disk',
+    ]);
     expect(await vm.diskIsIntact(config)).toBe(true);
   });
 });
