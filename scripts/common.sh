@@ -6,6 +6,11 @@ STACK_DIR=${STACK_DIR:-$REPO_DIR/.stack}
 CACHE_DIR=${VM_SHELVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vm-shelve}
 
 TEMPORAL_CLI_VERSION=1.5.1
+# The cluster profile's Temporal Server and Web UI server (scripts/temporal-cluster.sh).
+TEMPORAL_SERVER_VERSION=1.29.1
+TEMPORAL_UI_SERVER_VERSION=2.42.1
+# Which Temporal scripts/stack runs: dev (the CLI's dev server) or cluster.
+STACK_TEMPORAL=${STACK_TEMPORAL:-dev}
 TEMPORAL_PORT=${TEMPORAL_PORT:-7233}
 TEMPORAL_UI_PORT=${TEMPORAL_UI_PORT:-8233}
 GLANCE_PORT=${GLANCE_PORT:-9292}
@@ -24,6 +29,7 @@ DEBIAN_PACKAGES=(
   build-essential python3 curl acl
   fdisk dosfstools mtools syslinux cpio xz-utils ovmf
   dnsmasq-base dnsmasq-utils iptables
+  haproxy
 )
 
 log() { printf '\033[1m[%s]\033[0m %s\n' "${LOG_TAG:-vm-shelve}" "$*" >&2; }

@@ -4,7 +4,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAction } from '../../lib/actions.js';
-import { expectSingleSnapshot, midTransfer, startShelve, startStack, stopService } from '../support/faults.js';
+import { expectSingleSnapshot, midTransfer, startShelve, startStack, stopTemporal } from '../support/faults.js';
 import { buildKnownVm, type KnownVm } from '../support/known-vm.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
@@ -27,7 +27,7 @@ describe('the Temporal server restarted mid-shelve', () => {
     const { instanceUuid } = vm;
     const shelve = await startShelve(stack, instanceUuid);
     await midTransfer(shelve, 'upload');
-    await stopService('temporal');
+    await stopTemporal();
     await sleep(3000);
     await startStack();
 

@@ -2,7 +2,7 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -30,15 +30,21 @@ export async function midTransfer(handle: WorkflowHandle, step: 'upload' | 'down
   }
 }
 
-/** Stops one of the services scripts/stack started (SIGTERM) and waits until it is gone. */
-export async function stopService(service: 'temporal' | 'glance' | 'libvirtd'): Promise<void> {
+/**
+ * One of the processes scripts/stack started, by its pid file's name: `temporal` (the dev server),
+ * `glance`, `libvirtd`, or one of the cluster profile's, `temporal-history-1` say.
+ */
+type StackProcess = 'temporal' | 'glance' | 'libvirtd' | `temporal-${string}`;
+
+/** Signals one of the stack's processes (SIGTERM: a clean stop; SIGKILL: a crash) and waits until it is gone. */
+export async function stopService(service: StackProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   const pidFile = path.join(stackDir, 'run', `${service}.pid`);
   const pid = Number(
     await readFile(pidFile, 'utf8').catch(() => {
       throw new Error(`no ${pidFile}: this test stops the ${service} that scripts/stack started`);
     }),
   );
-  process.kill(pid, 'SIGTERM');
+  process.kill(pid, signal);
   for (let alive = true; alive; await sleep(200)) {
     try {
       process.kill(pid, 0);
@@ -46,6 +52,49 @@ export async function stopService(service: 'temporal' | 'glance' | 'libvirtd'): 
       alive = false;
     }
   }
+}
+
+/** Which Temporal scripts/stack runs (its env file says): the dev server or the cluster. */
+export const stackTemporal = process.env.STACK_TEMPORAL === 'cluster' ? 'cluster' : 'dev';
+
+/** Stops the stack's whole Temporal, whichever profile runs, every process of it at once. */
+export async function stopTemporal(): Promise<void> {
+  if (stackTemporal === 'dev') return stopService('temporal');
+  const names = (await readdir(path.join(stackDir, 'run')))
+    .filter((file) => file.startsWith('temporal-') && file.endsWith('.pid'))
+    .map((file) => file.slice(0, -'.pid'.length) as StackProcess);
+  await Promise.all(names.map((name) => stopService(name)));
+}
+
+/**
+ * Restarts the PostgreSQL server the stack uses (every connection to it dropped, the workers' and
+ * the Temporal cluster's), as an operator's restart or a failover does: the stack's private one
+ * or this machine's.
+ */
+export async function restartPostgres(): Promise<void> {
+  const asPostgres = process.getuid?.() === 0 ? ['runuser', '-u', 'postgres', '--'] : [];
+  const command = existsSync(path.join(stackDir, 'run', 'postgres.private'))
+    ? [
+        ...asPostgres,
+        path.join(await postgresBin(), 'pg_ctl'),
+        '-D',
+        path.join(stackDir, 'postgres'),
+        '-m',
+        'fast',
+        '-w',
+        'restart',
+      ]
+    : ['pg_ctlcluster', '--skip-systemctl-redirect', await postgresVersion(), 'main', 'restart', '-m', 'fast'];
+  await promisify(execFile)(command[0]!, command.slice(1));
+}
+
+async function postgresVersion(): Promise<string> {
+  const versions = (await readdir('/usr/lib/postgresql')).sort((a, b) => Number(a) - Number(b));
+  return versions.at(-1)!;
+}
+
+async function postgresBin(): Promise<string> {
+  return path.join('/usr/lib/postgresql', await postgresVersion(), 'bin');
 }
 
 /** Starts whatever of the stack is not running (scripts/stack up), with its state kept on disk. */

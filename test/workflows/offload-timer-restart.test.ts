@@ -1,11 +1,11 @@
 // The offload timer is durable: it fires on time although every worker stopped and the Temporal
-// server restarted while it waited. This test restarts the stack's own Temporal dev server
-// (state on disk), through scripts/stack.
+// server restarted while it waited. This test restarts the stack's own Temporal, the dev server
+// or every process of the cluster (state on disk), through scripts/stack.
 import { afterAll, describe, expect, it } from 'vitest';
 import { startAction } from '../../lib/actions.js';
 import type { Instance } from '../../lib/nova.js';
 import { offloadTimerWorkflowId } from '../../lib/temporal.js';
-import { startStack, stopService } from '../support/faults.js';
+import { startStack, stopTemporal } from '../support/faults.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { type StubHost, startStubHost } from '../support/stub-host.js';
 
@@ -31,7 +31,7 @@ describe('the offload timer across restarts', () => {
     await stub.stop({ keepSnapshots: true });
     await stack.stop();
     stub = stack = undefined;
-    await stopService('temporal');
+    await stopTemporal();
     await startStack();
 
     stack = await startTestStack();
