@@ -28,18 +28,26 @@ export interface WorkerProcess {
 export async function startWorkerProcess(
   kind: 'compute' | 'conductor',
   env: NodeJS.ProcessEnv = {},
+  /**
+   * A command that runs the worker in a place of its own and execs it (scripts/hypervisor exec
+   * NAME): the signals still reach the worker.
+   */
+  prefix: string[] = [],
 ): Promise<WorkerProcess> {
   // node itself with tsx's loader, not the tsx launcher: one process, so SIGKILL reaches the worker.
-  const child: ChildProcess = spawn(
+  const [command, ...args] = [
+    ...prefix,
     process.execPath,
-    ['--import', 'tsx', path.join(repoDir, 'workers', `${kind}.ts`)],
-    {
-      cwd: repoDir,
-      // No reconciler schedule from a test's conductor: tests run their own reconciles, on their own instances.
-      env: { ...process.env, RECONCILE_INTERVAL: '0', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
+    '--import',
+    'tsx',
+    path.join(repoDir, 'workers', `${kind}.ts`),
+  ];
+  const child: ChildProcess = spawn(command!, args, {
+    cwd: repoDir,
+    // No reconciler schedule from a test's conductor: tests run their own reconciles, on their own instances.
+    env: { ...process.env, RECONCILE_INTERVAL: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   running.add(child);
   child.once('exit', () => running.delete(child));
   let output = '';
