@@ -9,27 +9,25 @@
 # kill one of them.
 
 TEMPORAL_CLUSTER_DIR=$STACK_DIR/temporal-cluster
+# How many history processes share the shards: 2, or 1 to compare (the benchmark's scale part).
+TEMPORAL_HISTORY_PROCESSES=${TEMPORAL_HISTORY_PROCESSES:-2}
 # name grpc-port membership-port: one line a process. The frontends' HTTP ports are grpc + 10.
-TEMPORAL_CLUSTER_PROCESSES=(
-  "frontend-1 7240 6940"
-  "frontend-2 7241 6941"
-  "history-1 7242 6942"
-  "history-2 7243 6943"
-  "matching-1 7244 6944"
-  "worker-1 7245 6945"
-)
+[ "$TEMPORAL_HISTORY_PROCESSES" = 2 ] || [ "$TEMPORAL_HISTORY_PROCESSES" = 1 ] ||
+  die "TEMPORAL_HISTORY_PROCESSES must be 1 or 2, not '$TEMPORAL_HISTORY_PROCESSES'"
+TEMPORAL_CLUSTER_PROCESSES=("frontend-1 7240 6940" "frontend-2 7241 6941" "history-1 7242 6942")
+[ "$TEMPORAL_HISTORY_PROCESSES" = 1 ] || TEMPORAL_CLUSTER_PROCESSES+=("history-2 7243 6943")
+TEMPORAL_CLUSTER_PROCESSES+=("matching-1 7244 6944" "worker-1 7245 6945")
 
 temporal_server_bin() { echo "$CACHE_DIR/temporal-server-$TEMPORAL_SERVER_VERSION/temporal-server"; }
 temporal_sql_tool_bin() { echo "$CACHE_DIR/temporal-server-$TEMPORAL_SERVER_VERSION/temporal-sql-tool"; }
 temporal_schema_dir() { echo "$CACHE_DIR/temporal-server-$TEMPORAL_SERVER_VERSION/schema"; }
 temporal_ui_server_bin() { echo "$CACHE_DIR/temporal-ui-server-$TEMPORAL_UI_SERVER_VERSION/temporal-ui-server"; }
 
-# The pid-file names of the cluster's processes, HAProxy and the UI server included.
+# The pid-file names of the cluster's processes, HAProxy and the UI server included: every one
+# that may run, whatever TEMPORAL_HISTORY_PROCESSES says now.
 temporal_cluster_pid_names() {
-  local process
-  for process in "${TEMPORAL_CLUSTER_PROCESSES[@]}"; do echo "temporal-${process%% *}"; done
-  echo temporal-haproxy
-  echo temporal-ui
+  echo temporal-frontend-1 temporal-frontend-2 temporal-history-1 temporal-history-2 \
+    temporal-matching-1 temporal-worker-1 temporal-haproxy temporal-ui
 }
 
 # temporal_sql DATABASE ARGS...: Temporal's SQL tool against $1 on the stack's PostgreSQL.
@@ -177,6 +175,7 @@ temporal_cluster_up() {
   command -v haproxy >/dev/null || die "no haproxy; run STACK_TEMPORAL=cluster scripts/setup"
   temporal_cluster_schemas
   temporal_cluster_config
+  [ "$TEMPORAL_HISTORY_PROCESSES" = 2 ] || stop_pidfile temporal-history-2
   local process name
   for process in "${TEMPORAL_CLUSTER_PROCESSES[@]}"; do
     name=${process%% *}
