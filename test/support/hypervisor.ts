@@ -34,9 +34,12 @@ export interface Hypervisor {
 /** Makes hypervisor `name` (scripts/hypervisor up); `index` picks its addresses, 10.251.<index>.0/30. */
 export async function hypervisorUp(name: string, index: number): Promise<Hypervisor> {
   const stackDir = process.env.STACK_DIR ?? path.join(repoDir, '.stack');
-  // One a crashed run left goes first.
+  // One a crashed run left goes first; one that failed to come up goes at once.
   await run('bash', [script, 'down', name]);
-  await run('bash', [script, 'up', name, String(index)]);
+  await run('bash', [script, 'up', name, String(index)]).catch(async (error: unknown) => {
+    await run('bash', [script, 'down', name]);
+    throw error;
+  });
   const workerEnv = Object.fromEntries(
     (await readFile(path.join(stackDir, 'hypervisors', name, 'worker.env'), 'utf8'))
       .split('\n')
@@ -65,7 +68,10 @@ export async function hypervisorUp(name: string, index: number): Promise<Hypervi
         { stdio: ['ignore', 'pipe', 'inherit'] },
       );
       relays.push(relay);
-      await once(relay.stdout!, 'data');
+      await Promise.race([
+        once(relay.stdout!, 'data'),
+        once(relay, 'exit').then(([code]) => Promise.reject(new Error(`the guest relay exited (${code})`))),
+      ]);
       const socket = await connectWithRetry({ host: address, port: guestProtocolPort }, 10_000);
       // A boot under TCG takes seconds, and the relay answers only once the guest does.
       return new GuestProtocol(new LineChannel(socket), 120_000);
