@@ -1,21 +1,33 @@
-// In-memory stand-ins for the conductor's activities on PostgreSQL, Glance (./fake-glance.ts) and
-// the actions log, for workflow tests without the stack. Writes to an instance follow the rules of
-// lib/db/task-states.ts (a claim, then compare-and-swap on task_state by the request that holds
-// it) and fail with the same failure types, which the workflows branch on.
+// In-memory stand-ins for the conductor's activities on PostgreSQL, Glance (./fake-glance.ts), the
+// actions log and the reconciler's reads, for workflow tests without the stack. Writes to an
+// instance follow the rules of lib/db/task-states.ts (a claim, then compare-and-swap on task_state
+// by the request that holds it) and lib/db/reconciler.ts, and fail with the same failure types,
+// which the workflows branch on.
 import { randomUUID } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import type { ActionLogActivities } from '../../activities/action-log.js';
 import type { DatabaseActivities } from '../../activities/database.js';
 import type { ImageActivities } from '../../activities/images.js';
-import type { SettingsActivities } from '../../activities/settings.js';
+import type { OrphanedSnapshot, ReconcilerActivities } from '../../activities/reconciler.js';
+import type { ConductorSettings, SettingsActivities } from '../../activities/settings.js';
 import { createTemporalActivities, type TemporalActivities } from '../../activities/temporal.js';
 import type { GlanceImage } from '../../lib/glance.js';
 import type { InstanceActionRecord } from '../../lib/db/instance-actions.js';
+import type { StrandedClaim } from '../../lib/db/reconciler.js';
 import type { ClaimRequest, SaveRequest } from '../../lib/db/task-states.js';
-import { ALLOWED_VM_STATES, CLAIM_TASK_STATE, type Instance, PowerState, TaskState, VmState } from '../../lib/nova.js';
+import {
+  ALLOWED_VM_STATES,
+  type BlockDeviceMapping,
+  CLAIM_TASK_STATE,
+  type Instance,
+  PowerState,
+  SHELVE_TASK_STATES,
+  TaskState,
+  VmState,
+} from '../../lib/nova.js';
 import type { UploadedSnapshot } from '../../lib/progress.js';
 import { type HostState, selectHost } from '../../lib/scheduler.js';
-import { createFakeGlance, failure } from './fake-glance.js';
+import { createFakeGlance, failure, SNAPSHOT_PROJECT } from './fake-glance.js';
 
 /** An instance row: the instance, and the request and workflow that hold its claim. */
 interface Row {
@@ -28,22 +40,31 @@ export type ConductorActivities = DatabaseActivities &
   ActionLogActivities &
   ImageActivities &
   SettingsActivities &
-  TemporalActivities;
+  TemporalActivities &
+  ReconcilerActivities;
 
 export interface FakeConductor {
   /** The activities, for the conductor's Worker. */
   activities: ConductorActivities;
-  /** Records an ACTIVE, running instance on `host`; returns its uuid. */
-  addInstance(host: string): string;
+  /** Records an ACTIVE, running instance on `host`, booted from a volume if asked; returns its uuid. */
+  addInstance(host: string, options?: { volumeBacked?: boolean }): string;
+  /** Records an active image the instances' project can boot from; returns its id. */
+  addImage(): string;
   /** The instance as the API would read it now. */
   instance(instanceUuid: string): Instance;
   /** The actions log of an instance, oldest first. */
   actions(instanceUuid: string): InstanceActionRecord[];
-  /** Snapshot images in the fake Glance, by id. */
+  /** The images in the fake Glance, by id: snapshots, and those addImage recorded. */
   images: Map<string, GlanceImage>;
   /** What a compute host's snapshotInstance does: fills the queued image with a few bytes. */
   upload(imageId: string): UploadedSnapshot;
 }
+
+/** Whose addInstance's instances and addImage's images are. */
+export const INSTANCE_OWNER = { projectId: 'p1', userId: 'u1' };
+
+/** The statuses a shelve snapshot can be left in, as activities/reconciler.ts lists them. */
+const SNAPSHOT_STATUSES: GlanceImage['status'][] = ['queued', 'saving', 'killed', 'active'];
 
 /** One compute host with room for anything the tests build. */
 function ampleHost(host: string): HostState {
@@ -81,7 +102,11 @@ function claimRefusal(
   return null;
 }
 
-export function createFakeConductor(hosts: string[]): FakeConductor {
+/**
+ * `hosts`: the compute hosts, all up, with room for anything; `settings`: the conductor's
+ * configuration where a test needs other values (a short spawnStartTimeout, say).
+ */
+export function createFakeConductor(hosts: string[], settings: Partial<ConductorSettings> = {}): FakeConductor {
   const rows = new Map<string, Row>();
   const actions: InstanceActionRecord[] = [];
   const now = () => new Date().toISOString();
@@ -97,6 +122,32 @@ export function createFakeConductor(hosts: string[]): FakeConductor {
   const actionOf = (requestId: string) => actions.find((action) => action.requestId === requestId);
   // Inside an activity the claimant is the workflow that runs it, as the real claim takes it.
   const currentWorkflowId = () => Context.current().info.workflowExecution?.workflowId ?? null;
+
+  /** actionStart: the action's row, once per request; who asked defaults to the instance's owner. */
+  function startAction(start: {
+    action: string;
+    instance: Instance;
+    requestId: string;
+    workflowId: string | null;
+    userId?: string;
+    projectId?: string;
+  }): void {
+    const { action, instance, requestId, workflowId } = start;
+    if (actionOf(requestId)) return;
+    actions.push({
+      action,
+      instanceUuid: instance.uuid,
+      requestId,
+      userId: start.userId ?? instance.userId,
+      projectId: start.projectId ?? instance.projectId,
+      startTime: now(),
+      finishTime: null,
+      message: null,
+      reason: null,
+      workflowId,
+      events: [],
+    });
+  }
 
   /** saveChanges: only by the holding request, from an expected task_state or the one it sets. */
   function save(request: SaveRequest): Instance {
@@ -144,21 +195,7 @@ export function createFakeConductor(hosts: string[]): FakeConductor {
         instance.taskState = taskState;
         if (action === 'shelve') instance.systemMetadata.image_base_image_ref = instance.imageRef;
       }
-      if (!actionOf(requestId)) {
-        actions.push({
-          action,
-          instanceUuid,
-          requestId,
-          userId: claim.userId ?? instance.userId,
-          projectId: claim.projectId ?? instance.projectId,
-          startTime: now(),
-          finishTime: null,
-          message: null,
-          reason: null,
-          workflowId,
-          events: [],
-        });
-      }
+      startAction({ action, instance, requestId, workflowId, userId: claim.userId, projectId: claim.projectId });
       return copy(instance);
     },
 
@@ -182,8 +219,51 @@ export function createFakeConductor(hosts: string[]): FakeConductor {
       });
     },
 
-    async createInstance() {
-      throw failure('NotFaked', 'the fake conductor records instances with addInstance, not a build');
+    async createInstance(request) {
+      const { uuid, requestId } = request;
+      const workflowId = currentWorkflowId();
+      const existing = rows.get(uuid);
+      // An existing row is this build's own (a retry) only while it still spawns for it.
+      if (existing) {
+        const own =
+          existing.instance.taskState === TaskState.SPAWNING &&
+          existing.requestId === requestId &&
+          existing.workflowId === workflowId;
+        if (!own) throw failure('InstanceExists', `Instance ${uuid} already exists.`);
+        return copy(existing.instance);
+      }
+      const created = now();
+      const instance: Instance = {
+        uuid,
+        displayName: request.displayName,
+        projectId: request.projectId,
+        userId: request.userId,
+        host: null,
+        node: null,
+        availabilityZone: null,
+        requestedAvailabilityZone: request.availabilityZone,
+        vmState: VmState.BUILDING,
+        taskState: TaskState.SPAWNING,
+        powerState: PowerState.NOSTATE,
+        imageRef: request.imageRef,
+        flavor: request.flavor,
+        launchedAt: null,
+        createdAt: created,
+        updatedAt: created,
+        systemMetadata: { ...request.systemMetadata },
+        blockDeviceMappings: structuredClone(request.blockDeviceMappings),
+        // No networks here: its ports get no fixed IP (lib/db/networks.ts would draw one).
+        ports: request.ports.map(({ id, network, macAddress }) => ({
+          id,
+          network,
+          macAddress,
+          fixedIp: null,
+          bindingHost: null,
+        })),
+      };
+      rows.set(uuid, { instance, requestId, workflowId });
+      startAction({ action: 'create', instance, requestId, workflowId });
+      return copy(instance);
     },
 
     async selectDestination(request) {
@@ -234,7 +314,99 @@ export function createFakeConductor(hosts: string[]): FakeConductor {
 
   const conductorSettings: SettingsActivities = {
     async conductorSettings() {
-      return { shutdownTimeout: 0, shelvedOffloadTime: -1, computeHostTimeout: 30, spawnStartTimeout: 30 };
+      return { shutdownTimeout: 0, shelvedOffloadTime: -1, computeHostTimeout: 30, spawnStartTimeout: 30, ...settings };
+    },
+  };
+
+  const live = () => [...rows.values()].filter(({ instance }) => instance.vmState !== VmState.DELETED);
+  const inScope = (instanceUuid: string, instanceUuids: string[] | null) =>
+    instanceUuids === null || instanceUuids.includes(instanceUuid);
+
+  // lib/db/reconciler.ts's reads and compare-and-swap writes, and activities/reconciler.ts's listing.
+  const reconciler: ReconcilerActivities = {
+    async listClaims({ graceSeconds, instanceUuids }) {
+      const cutoff = Date.now() - graceSeconds * 1000;
+      return live()
+        .filter(
+          ({ instance, workflowId }) =>
+            instance.taskState !== null &&
+            workflowId !== null &&
+            Date.parse(instance.updatedAt) < cutoff &&
+            inScope(instance.uuid, instanceUuids),
+        )
+        .sort((a, b) => a.instance.updatedAt.localeCompare(b.instance.updatedAt))
+        .map(({ instance, requestId, workflowId }): StrandedClaim => ({
+          instanceUuid: instance.uuid,
+          requestId: requestId!,
+          workflowId: workflowId!,
+          taskState: instance.taskState!,
+          vmState: instance.vmState,
+          host: instance.host,
+        }));
+    },
+
+    async releaseClaim({ claim, vmState, powerState, offHost = false }) {
+      const row = rows.get(claim.instanceUuid);
+      const found =
+        row?.requestId === claim.requestId &&
+        row.workflowId === claim.workflowId &&
+        row.instance.taskState === claim.taskState;
+      if (!found) return false;
+      Object.assign(
+        row.instance,
+        { taskState: null, updatedAt: now() },
+        vmState === undefined ? {} : { vmState },
+        powerState === undefined ? {} : { powerState },
+        offHost ? { host: null, node: null, availabilityZone: null } : {},
+      );
+      return true;
+    },
+
+    async getInstance({ instanceUuid }) {
+      return copy(rowOf(instanceUuid).instance);
+    },
+
+    async listUpHosts() {
+      return [...hosts].sort();
+    },
+
+    async syncPowerStates({ host, powerStates, instanceUuids }) {
+      let synced = 0;
+      for (const { instance } of live()) {
+        if (instance.host !== host || instance.taskState !== null || !inScope(instance.uuid, instanceUuids)) continue;
+        const actual = powerStates[instance.uuid] ?? PowerState.NOSTATE;
+        if (actual === instance.powerState) continue;
+        Object.assign(instance, { powerState: actual, updatedAt: now() });
+        synced += 1;
+      }
+      return synced;
+    },
+
+    async listOrphanedSnapshots({ graceSeconds, instanceUuids }) {
+      const cutoff = Date.now() - graceSeconds * 1000;
+      const needed = (imageId: string, instanceUuid: string) =>
+        live().some(
+          ({ instance }) =>
+            instance.systemMetadata.shelved_image_id === imageId ||
+            (instance.uuid === instanceUuid &&
+              instance.taskState !== null &&
+              SHELVE_TASK_STATES.includes(instance.taskState)),
+        );
+      const orphaned: OrphanedSnapshot[] = [];
+      for (const image of glance.images.values()) {
+        const instanceUuid = image.instance_uuid;
+        const candidate =
+          image.owner === SNAPSHOT_PROJECT &&
+          image.image_type === 'snapshot' &&
+          SNAPSHOT_STATUSES.includes(image.status) &&
+          typeof instanceUuid === 'string' &&
+          inScope(instanceUuid, instanceUuids) &&
+          Date.parse(String(image.created_at)) <= cutoff;
+        if (candidate && !needed(image.id, instanceUuid)) {
+          orphaned.push({ imageId: image.id, instanceUuid, status: image.status });
+        }
+      }
+      return orphaned;
     },
   };
 
@@ -246,19 +418,28 @@ export function createFakeConductor(hosts: string[]): FakeConductor {
       ...glance.activities,
       ...conductorSettings,
       ...createTemporalActivities(),
+      ...reconciler,
     },
 
-    addInstance(host) {
+    addInstance(host, { volumeBacked = false } = {}) {
       const uuid = randomUUID();
       const created = now();
+      const rootVolume: BlockDeviceMapping = {
+        bootIndex: 0,
+        sourceType: 'image',
+        destinationType: 'volume',
+        imageId: randomUUID(),
+        volumeId: randomUUID(),
+        volumeSizeGb: 1,
+        deviceName: 'vda',
+      };
       rows.set(uuid, {
         requestId: null,
         workflowId: null,
         instance: {
           uuid,
           displayName: 'vm',
-          projectId: 'p1',
-          userId: 'u1',
+          ...INSTANCE_OWNER,
           host,
           node: host,
           availabilityZone: 'nova',
@@ -266,18 +447,21 @@ export function createFakeConductor(hosts: string[]): FakeConductor {
           vmState: VmState.ACTIVE,
           taskState: null,
           powerState: PowerState.RUNNING,
-          imageRef: randomUUID(),
+          // As Nova: a volume-backed instance has no image of its own.
+          imageRef: volumeBacked ? '' : randomUUID(),
           flavor: { flavorid: '1', name: 'm1.tiny', vcpus: 1, memoryMb: 128, rootGb: 1, ephemeralGb: 0, swap: 0 },
           launchedAt: created,
           createdAt: created,
           updatedAt: created,
           systemMetadata: {},
-          blockDeviceMappings: [],
+          blockDeviceMappings: volumeBacked ? [rootVolume] : [],
           ports: [],
         },
       });
       return uuid;
     },
+
+    addImage: () => glance.addImage(INSTANCE_OWNER.projectId),
 
     instance: (instanceUuid) => copy(rowOf(instanceUuid).instance),
 

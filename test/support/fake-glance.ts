@@ -1,10 +1,14 @@
 // An in-memory Glance for workflow tests without the stack: the image activities the conductor
 // runs, and what a compute host's upload does to a queued snapshot.
+import { randomUUID } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import type { ImageActivities } from '../../activities/images.js';
 import type { GlanceImage } from '../../lib/glance.js';
-import { shelvedImageName } from '../../lib/nova.js';
+import { shelvedImageName, snapshotImageProperties } from '../../lib/nova.js';
 import type { UploadedSnapshot } from '../../lib/progress.js';
+
+/** The project shelve snapshots belong to: the service's own (activities/images.ts). */
+export const SNAPSHOT_PROJECT = 'service';
 
 /** A refusal of the type the workflows branch on, as the real activities fail. */
 export const failure = (type: string, message: string) =>
@@ -12,8 +16,10 @@ export const failure = (type: string, message: string) =>
 
 export interface FakeGlance {
   activities: ImageActivities;
-  /** Snapshot images, by id. */
+  /** Images, by id: snapshots, and those addImage recorded. */
   images: Map<string, GlanceImage>;
+  /** Records an active image of `projectId`'s, as one a build boots from; returns its id. */
+  addImage(projectId: string): string;
   /** What a compute host's snapshotInstance does: fills the queued image with a few bytes. */
   upload(imageId: string): UploadedSnapshot;
 }
@@ -23,10 +29,12 @@ export function createFakeGlance(): FakeGlance {
   const activities: ImageActivities = {
     async createSnapshotImage({ instance, imageId }) {
       const image: GlanceImage = images.get(imageId) ?? {
+        ...snapshotImageProperties(instance),
         id: imageId,
         name: shelvedImageName(instance),
         status: 'queued',
-        owner: 'service',
+        owner: SNAPSHOT_PROJECT,
+        protected: true,
         visibility: 'private',
         disk_format: 'qcow2',
         container_format: 'bare',
@@ -35,14 +43,18 @@ export function createFakeGlance(): FakeGlance {
         checksum: null,
         os_hash_algo: null,
         os_hash_value: null,
+        created_at: new Date().toISOString(),
       };
       images.set(imageId, image);
       return { ...image };
     },
 
-    async getActiveImage({ imageId }) {
+    async getActiveImage({ owner, imageId }) {
+      // As Glance shows it to the owner's project, or (no owner) to the service's own.
       const image = images.get(imageId);
-      if (image?.status !== 'active') throw failure('ImageNotFound', `Image ${imageId} could not be found.`);
+      const visible = image?.owner === (owner?.projectId ?? SNAPSHOT_PROJECT) || image?.visibility === 'public';
+      if (!visible || image?.status !== 'active')
+        throw failure('ImageNotFound', `Image ${imageId} could not be found.`);
       return { ...image };
     },
 
@@ -62,6 +74,27 @@ export function createFakeGlance(): FakeGlance {
   return {
     activities,
     images,
+    addImage(projectId) {
+      const id = randomUUID();
+      images.set(id, {
+        id,
+        name: 'cirros',
+        status: 'active',
+        owner: projectId,
+        visibility: 'private',
+        disk_format: 'qcow2',
+        container_format: 'bare',
+        size: 13,
+        virtual_size: 1024 ** 3,
+        checksum: null,
+        os_hash_algo: 'sha512',
+        os_hash_value: `hash-of-${id}`,
+        min_ram: 0,
+        min_disk: 1,
+        created_at: new Date().toISOString(),
+      });
+      return id;
+    },
     upload(imageId) {
       const image = images.get(imageId);
       if (!image) throw failure('ImageNotFound', `Image ${imageId} could not be found.`);

@@ -117,13 +117,7 @@ export async function withWorkers<T>(
 ): Promise<T> {
   const [conductor, computeWorker] = await Promise.all([
     Worker.create({ connection: env.nativeConnection, taskQueue, workflowBundle, activities: fake.activities }),
-    Worker.create({
-      connection: env.nativeConnection,
-      taskQueue: computeTaskQueue(host),
-      // As workers/compute.ts: a cancel reaches a running step within a second.
-      maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
-      activities: compute.activities,
-    }),
+    createComputeWorker(env, host, compute),
   ]);
   const recordTo = process.env.RECORD_HISTORIES;
   const run = async () => {
@@ -132,6 +126,27 @@ export async function withWorkers<T>(
     return result;
   };
   return conductor.runUntil(computeWorker.runUntil(run()));
+}
+
+/** The compute Worker of one host, on its task queue. */
+function createComputeWorker(env: TestWorkflowEnvironment, host: string, compute: StubCompute): Promise<Worker> {
+  return Worker.create({
+    connection: env.nativeConnection,
+    taskQueue: computeTaskQueue(host),
+    // As workers/compute.ts: a cancel reaches a running step within a second.
+    maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+    activities: compute.activities,
+  });
+}
+
+/** Runs `body` while another host's compute Worker runs (inside withWorkers' body), and stops it when it ends. */
+export async function withComputeWorker<T>(
+  { env }: MockedTemporal,
+  host: string,
+  compute: StubCompute,
+  body: () => Promise<T>,
+): Promise<T> {
+  return (await createComputeWorker(env, host, compute)).runUntil(body());
 }
 
 /**
