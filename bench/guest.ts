@@ -6,7 +6,7 @@ import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DomainState } from '@unraid/libvirt';
-import { connectWithRetry, GuestProtocol, guestImage, guestProtocolPort, LineChannel } from '../lib/guest-protocol.js';
+import { connectGuest, guestImage } from '../lib/guest-protocol.js';
 import { domainStateReason } from '../lib/libvirt.js';
 import { VmState } from '../lib/nova.js';
 import { uploadBootImage } from '../lib/sample-disk.js';
@@ -21,8 +21,7 @@ const ANSWER_TIMEOUT_MS = 120_000;
 
 /** Waits until the guest answers the protocol at `ip` (TCP port 7) and says that `ip` is its own. */
 async function waitForGuest(ip: string): Promise<void> {
-  const socket = await connectWithRetry({ host: ip, port: guestProtocolPort }, ANSWER_TIMEOUT_MS);
-  const guest = new GuestProtocol(new LineChannel(socket), 10_000);
+  const guest = await connectGuest(ip, ANSWER_TIMEOUT_MS);
   try {
     const own = await guest.ping();
     if (own !== ip) throw new Error(`the guest at ${ip} says its address is ${own}`);

@@ -196,3 +196,12 @@ export class GuestProtocol {
     return match[1] === 'missing' ? null : Buffer.from(match[1] as string, 'base64');
   }
 }
+
+/**
+ * The guest's protocol over TCP at `host`, once it answers there (a boot under TCG takes
+ * seconds): `connectMs` to wait for that, `replyMs` for each answer after.
+ */
+export async function connectGuest(host: string, connectMs: number, replyMs = 10_000): Promise<GuestProtocol> {
+  const socket = await connectWithRetry({ host, port: guestProtocolPort }, connectMs);
+  return new GuestProtocol(new LineChannel(socket), replyMs);
+}

@@ -11,14 +11,7 @@ import { type Action, startAction, watchAction } from '../lib/actions.js';
 import { loadConfig } from '../lib/config.js';
 import { connectClient } from '../lib/temporal-client.js';
 import { GlanceClient } from '../lib/glance.js';
-import {
-  connectWithRetry,
-  GuestProtocol,
-  guestImage,
-  guestProtocolPort,
-  LineChannel,
-  powerOffLine,
-} from '../lib/guest-protocol.js';
+import { connectGuest, guestImage, powerOffLine } from '../lib/guest-protocol.js';
 import { domainStateReason, LibvirtConnection } from '../lib/libvirt.js';
 import { type Instance, serverStatus } from '../lib/nova.js';
 import { uploadBootImage } from '../lib/sample-disk.js';
@@ -76,12 +69,6 @@ async function run<A extends Action>(action: A, input: Parameters<typeof startAc
   });
 }
 
-/** The guest's protocol at its address, once it answers there (a boot without KVM takes seconds). */
-async function guestAt(ip: string): Promise<GuestProtocol> {
-  const socket = await connectWithRetry({ host: ip, port: guestProtocolPort }, 120_000);
-  return new GuestProtocol(new LineChannel(socket), 10_000);
-}
-
 const imageId = randomUUID();
 try {
   // The server an earlier demo left on these hosts goes first: demos do not pile up guests. One on
@@ -109,7 +96,7 @@ try {
   print(`built: ${describe(instance)} address=${address}`);
 
   let since = Date.now();
-  let guest = await guestAt(address);
+  let guest = await connectGuest(address, 120_000);
   check(`the guest answers at ${address}, ${seconds(since)} after ACTIVE`, (await guest.ping()) === address);
   const content = randomBytes(64 * 1024);
   const written = await guest.write('demo.bin', content);
@@ -154,7 +141,7 @@ try {
   print(`unshelved on host ${second.compute.host} in ${seconds(since)}: ${describe(instance)}`);
   check(`same address ${address}`, instance.ports[0]?.fixedIp?.address === address);
   const active = Date.now();
-  guest = await guestAt(address);
+  guest = await connectGuest(address, 120_000);
   check(
     `the guest answers at ${address} again, ${seconds(active)} after ACTIVE (${seconds(since)} after the request)`,
     (await guest.ping()) === address,

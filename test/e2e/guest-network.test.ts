@@ -13,13 +13,7 @@ import { getInstance } from '../../lib/db/instances.js';
 import { bridgeName, libvirtNetworkName, virsh } from '../../lib/libvirt.js';
 import type { Instance, Port } from '../../lib/nova.js';
 import { uploadBootImage } from '../../lib/sample-disk.js';
-import {
-  connectWithRetry,
-  GuestProtocol,
-  guestImage,
-  guestProtocolPort,
-  LineChannel,
-} from '../../lib/guest-protocol.js';
+import { connectGuest, type GuestProtocol, guestImage, guestProtocolPort } from '../../lib/guest-protocol.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 
 /** Two projects, each with a server of the test guest. */
@@ -55,8 +49,7 @@ describe("guests on their projects' networks", () => {
 
   /** The guest's protocol over TCP at its address, once it answers there (a TCG boot takes seconds). */
   async function answerAt(ip: string): Promise<GuestProtocol> {
-    const socket = await connectWithRetry({ host: ip, port: guestProtocolPort }, 90_000);
-    const guest = new GuestProtocol(new LineChannel(socket), 10_000);
+    const guest = await connectGuest(ip, 90_000);
     guests.push(guest);
     return guest;
   }

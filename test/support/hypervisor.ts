@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { connectWithRetry, GuestProtocol, guestProtocolPort, LineChannel } from '../../lib/guest-protocol.js';
+import { connectGuest, type GuestProtocol } from '../../lib/guest-protocol.js';
 import { startWorkerProcess, type WorkerProcess } from './worker-process.js';
 
 const run = promisify(execFile);
@@ -72,9 +72,8 @@ export async function hypervisorUp(name: string, index: number): Promise<Hypervi
         once(relay.stdout!, 'data'),
         once(relay, 'exit').then(([code]) => Promise.reject(new Error(`the guest relay exited (${code})`))),
       ]);
-      const socket = await connectWithRetry({ host: address, port: guestProtocolPort }, 10_000);
       // A boot under TCG takes seconds, and the relay answers only once the guest does.
-      return new GuestProtocol(new LineChannel(socket), 120_000);
+      return connectGuest(address, 10_000, 120_000);
     },
     async down() {
       for (const relay of relays.splice(0)) relay.kill();
