@@ -1,5 +1,6 @@
 // What every part of the bench is given by bench/main.ts.
 import type { Bench } from './vm-shelve.js';
+import type { WorkerProcess } from './workers.js';
 
 export interface ComputeHost {
   host: string;
@@ -24,4 +25,8 @@ export interface RunContext {
   /** A 4 MiB boot image, for instances whose disk does not matter. */
   tinyImageId: string;
   print(line: string): void;
+  /** Starts one more worker of the bench's own; it is stopped when the bench ends, if not before. */
+  startWorker(name: string, program: 'conductor' | 'compute', env: NodeJS.ProcessEnv): Promise<WorkerProcess>;
+  /** Runs `task` when the bench ends, whichever way, after its workers stopped and its leftovers went. */
+  atFinish(task: () => Promise<void>): void;
 }

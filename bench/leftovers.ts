@@ -45,6 +45,12 @@ export class Leftovers {
     this.note(this.images, id);
   }
 
+  /** A compute host the bench started after this was made: its record and instances folder. */
+  host(name: string, instancesPath: string): void {
+    if (this.closed) throw new Error('the bench is ending');
+    this.instancesPaths[name] = instancesPath;
+  }
+
   /** A workflow until it has ended: one still running at the end is terminated. */
   async running<T>(handle: WorkflowHandle, result: Promise<T>): Promise<T> {
     if (this.closed) {

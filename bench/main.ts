@@ -1,7 +1,8 @@
 // The benchmark: vm-shelve's shelve and unshelve on four kinds of disk beside Nova's method and
 // the floor, the orchestration's overhead, scaling to many instances, the compute worker's
-// memory, and the test guest's clean shutdown and boot. Run it with `npm run bench` (scripts/bench brings the stack up first); `--smoke` is a
-// quick, small version. It starts its own workers and removes all it made when it ends.
+// memory, the test guest's clean shutdown and boot, and scale on each Temporal the stack runs.
+// Run it with `npm run bench` (scripts/bench brings the stack up first); `--smoke` is a quick,
+// small version. It starts its own workers and removes all it made when it ends.
 import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -23,11 +24,12 @@ import { benchApiLoad } from './api-load.js';
 import { benchGuest } from './guest.js';
 import { benchOverhead } from './overhead.js';
 import { describeMachine, renderResults, renderText, type Section } from './report.js';
+import { benchScale } from './scale.js';
 import { benchScaling } from './scaling.js';
 import { BENCH_OWNER, type Bench, imageName } from './vm-shelve.js';
-import { startWorker, type WorkerProcess } from './workers.js';
+import { startWorker, testDriverHost, type WorkerProcess } from './workers.js';
 
-const PARTS = ['disks', 'overhead', 'scaling', 'load', 'guest'] as const;
+const PARTS = ['disks', 'overhead', 'scaling', 'load', 'guest', 'scale'] as const;
 
 const { values: options } = parseArgs({
   options: {
@@ -61,27 +63,6 @@ const TEST_HOST = 'bench-test';
 const kvmInstances = path.join(benchDir, 'instances-kvm');
 const testInstances = path.join(benchDir, 'instances-test');
 
-/**
- * libvirt's test driver as a host with room for many instances and the storage pool a compute
- * worker needs. test:///default would do, but every virsh run sees a fresh copy of it, so the pool
- * the worker defines at start is gone at the next virsh call; a node file defines it for all.
- */
-async function testDriverUri(): Promise<string> {
-  const file = path.join(benchDir, 'test-node.xml');
-  const volumes = path.join(benchDir, 'volumes-test');
-  await mkdir(volumes, { recursive: true });
-  await writeFile(
-    file,
-    `<node>
-  <cpu><mhz>2000</mhz><nodes>1</nodes><sockets>1</sockets><cores>16</cores><threads>1</threads><active>16</active><model>x86_64</model></cpu>
-  <memory>8388608</memory>
-  <pool type='dir'><name>${TEST_HOST}-volumes</name><target><path>${volumes}</path></target></pool>
-</node>
-`,
-  );
-  return `test://${file}`;
-}
-
 const config = loadConfig({
   ...process.env,
   CONDUCTOR_TASK_QUEUE: 'bench',
@@ -98,6 +79,7 @@ const leftovers = new Leftovers(pool, glance, BENCH_OWNER, libvirt, {
   [TEST_HOST]: testInstances,
 });
 const workers: WorkerProcess[] = [];
+const finishTasks: (() => Promise<void>)[] = [];
 
 let finishing: Promise<void> | undefined;
 /** Stops the workers and removes everything the bench made; once, whichever way the bench ends. */
@@ -110,6 +92,12 @@ function finish(): Promise<void> {
       for (const failure of error.errors) print(`  ${failure instanceof Error ? failure.message : String(failure)}`);
       process.exitCode = 1;
     });
+    for (const task of finishTasks) {
+      await task().catch((error: unknown) => {
+        print(error instanceof Error ? error.message : String(error));
+        process.exitCode = 1;
+      });
+    }
     await rm(benchDir, { recursive: true, force: true });
     await Promise.all([pool.end(), connection.close(), libvirt.close()]);
   })();
@@ -148,14 +136,8 @@ try {
   const [conductor, kvm, test, api] = await Promise.all([
     worker('conductor', 'conductor', {}),
     worker(KVM_HOST, 'compute', { COMPUTE_HOST: KVM_HOST, INSTANCES_PATH: kvmInstances }),
-    testDriverUri().then((uri) =>
-      worker(TEST_HOST, 'compute', {
-        COMPUTE_HOST: TEST_HOST,
-        INSTANCES_PATH: testInstances,
-        LIBVIRT_URI: uri,
-        VOLUME_POOL: `${TEST_HOST}-volumes`,
-        VOLUMES_PATH: path.join(benchDir, 'volumes-test'),
-      }),
+    testDriverHost(benchDir, TEST_HOST).then((env) =>
+      worker(TEST_HOST, 'compute', { ...env, INSTANCES_PATH: testInstances }),
     ),
     worker('api', 'api', { API_HOST: '127.0.0.1', API_PORT: '0', AUTH_STRATEGY: 'noauth2' }),
   ]);
@@ -178,6 +160,8 @@ try {
     api: { url: String(api.ready.address), pid: api.pid },
     tinyImageId,
     print,
+    startWorker: (name, program, env) => worker(name, program, env),
+    atFinish: (task) => finishTasks.push(task),
   };
 
   const plans = diskPlans(smoke ? 32 : 1);
@@ -221,6 +205,15 @@ try {
     });
   }
 
+  // Last: it switches the stack's Temporal under the workers above.
+  if (parts.includes('scale')) {
+    const plan = smoke ? { instances: 20, hosts: 2, inFlight: 10 } : { instances: 1000, hosts: 8, inFlight: 50 };
+    sections.push({
+      title: `Scale: ${plan.instances} instances on ${plan.hosts} test-driver hosts, shelved then unshelved, ${plan.inFlight} in flight`,
+      ...(await benchScale(ctx, plan)),
+    });
+  }
+
   console.log(renderText(sections));
   const machine = await describeMachine(pool, config.compute.virtType);
   const results = renderResults({
@@ -245,7 +238,7 @@ try {
 
 function methodNotes(plans: ReturnType<typeof diskPlans>, runs: number): string[] {
   return [
-    `${runs} run(s) per figure${smoke ? ' (--smoke: disk sizes divided by 32, scaling to N = 2 only: a check that the bench works, not a measure)' : ''}. Workers of the bench's own: a conductor on task queue \`bench\` and compute workers \`${KVM_HOST}\` (qemu:///system, ${config.compute.virtType}) and \`${TEST_HOST}\` (libvirt's test driver), each a process of its own as in \`npm run demo\`.`,
+    `${runs} run(s) per figure${smoke ? ' (--smoke: disk sizes divided by 32, scaling to N = 2 only, scale with 20 instances on 2 hosts: a check that the bench works, not a measure)' : ''}. Workers of the bench's own: a conductor on task queue \`bench\` and compute workers \`${KVM_HOST}\` (qemu:///system, ${config.compute.virtType}) and \`${TEST_HOST}\` (libvirt's test driver), each a process of its own as in \`npm run demo\`.`,
     'In the disk parts (disks, overhead, scaling, load), shelve runs with `shutdownTimeout: 0` and `shelvedOffloadTime: 0`: their guests have no operating system, so they ignore the ACPI shutdown request and a clean shutdown would cost the whole timeout (60 s by default) before the destroy. Every shelve there is a destroy, as are the references. The guest part shuts its guest down cleanly.',
     "vm-shelve's figures run from the request (the workflow's start) to the workflow's result: for shelve the instance is SHELVED_OFFLOADED (image uploaded, domain and files gone); for unshelve it is ACTIVE with its domain running on the bench's KVM host (named in the request), and its snapshot image deleted.",
     ...plans.map(
@@ -261,6 +254,7 @@ function methodNotes(plans: ReturnType<typeof diskPlans>, runs: number): string[
     `Scaling: N instances with a 4 MiB disk on \`${TEST_HOST}\`, libvirt's test driver (domains that cost nothing, so the stack is measured, not QEMU): N builds, then N shelves started at once, then N unshelves at once. Throughput is the actions that ended well over the phase's wall time; latency is each action's request to result. CPU is read from /proc (utime + stime, children included) for each component, in % of one core. The test driver runs from a node file that defines a storage pool, rather than test:///default: a compute worker defines its pool with separate virsh runs at start, and each run sees a fresh test:///default, so the worker cannot start on it.`,
     'API load: one run (a minute of requests holds thousands of samples; its percentiles are over all of them). The API runs as its own process, as `npm run api` starts it, with noauth2 tokens on loopback.',
     `Guest: one instance of the project's test guest (docs/guest.md: a 12 MiB qcow2, Linux and busybox) on \`${KVM_HOST}\` (${config.compute.virtType}), 1 vCPU, 256 MiB, root_gb 1, which takes its port's fixed IP by DHCP from the host's libvirt network. Per run it is shelved with the default shutdown timeout (${config.shutdownTimeout} s) and \`shelvedOffloadTime: 0\`, then unshelved on the same host. *Clean shutdown* runs from the shelve request (the workflow's start) until libvirt shows the domain shut off, read through the libvirt binding every 50 ms; each run then checks that \`virsh domstate --reason\` says \`shut off (shutdown)\` (the guest powered itself off, not destroyed) and fails otherwise. *Shelve* runs to the workflow's result, SHELVED_OFFLOADED; its power-off step checks the domain right after the ACPI request and then once a second (as Nova's \`_clean_shutdown\`), so up to a second of it is the wait for that check. *Unshelve → ACTIVE* runs to the workflow's result; *→ guest answering* until a TCP connection to the guest's port 7 at its fixed IP (a new attempt every 250 ms, so that TCP's own SYN retry, 1 s later, does not count) has answered \`ping\` with that IP; *guest boot* is the difference (firmware, kernel, DHCP, the protocol's listener).`,
+    "Scale: one run per Temporal setup (a thousand actions per phase hold their own percentiles), in this order: the dev server (`STACK_TEMPORAL=dev`), the cluster profile with one history process, then with two (`STACK_TEMPORAL=cluster TEMPORAL_HISTORY_PROCESSES=1|2`); the bench switches the stack with `scripts/stack up` and puts it back on the setup it found. On each: a conductor (task queue `bench-scale`, no reconcile schedule) and compute workers `bench-scale-1`… on libvirt's test driver in an availability zone of their own; N instances with a 4 MiB disk (flavor 32 MiB, 1 vCPU, root_gb 1) built there by the scheduler, then all shelved (offloaded at once), then all unshelved (the scheduler places them again), a bounded number in flight so that both cores stay busy and no action waits past its timeouts. Throughput, latency and failures as in Scaling, p50 and p99; CPU in % of one core over the phase: Temporal (the dev server, or the cluster's six server processes and its HAProxy), every PostgreSQL process (the stack's and Temporal's databases share the server), the conductor, the compute workers summed.",
     "Memory: the compute worker's VmRSS, read from /proc every 50 ms during each shelve of the sparse disk: its peak, its value as the shelve starts, and the peak with its child processes (the qemu-img it runs) added.",
   ];
 }

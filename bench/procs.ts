@@ -107,16 +107,24 @@ export function memorySampler(pid: number): { stop(): Promise<{ before: number; 
 /** The components whose CPU use a phase reports, each found among the host's processes. */
 export type Components = Record<string, (info: ProcessInfo, all: readonly ProcessInfo[]) => boolean>;
 
-/** The bench's own worker processes (and their children), plus the stack's services by name. */
-export function stackComponents(workers: Record<string, number>): Components {
+/**
+ * The bench's own worker processes (and their children; a component may be several workers), plus
+ * the stack's services by name. Temporal is the dev server, or the cluster profile's server
+ * processes and the HAProxy in front of them.
+ */
+export function stackComponents(workers: Record<string, number | readonly number[]>): Components {
   const components: Components = {};
-  for (const [name, pid] of Object.entries(workers)) {
-    components[name] = (info, all) => tree(all, pid).some((member) => member.pid === info.pid);
+  for (const [name, pids] of Object.entries(workers)) {
+    const roots = typeof pids === 'number' ? [pids] : pids;
+    components[name] = (info, all) => roots.some((pid) => tree(all, pid).some((member) => member.pid === info.pid));
   }
   return {
     ...components,
     'bench (client)': (info) => info.pid === process.pid,
-    temporal: (info) => info.comm === 'temporal',
+    temporal: (info) =>
+      info.comm === 'temporal' ||
+      info.comm === 'temporal-server' ||
+      (info.comm === 'haproxy' && info.cmdline.includes('temporal-cluster')),
     'glance-api': (info) => info.cmdline.includes('glance-api'),
     postgres: (info) => info.comm === 'postgres' || info.comm.startsWith('postgres:'),
     libvirtd: (info) => info.comm === 'libvirtd',

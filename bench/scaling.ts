@@ -4,60 +4,10 @@
 import { availableParallelism } from 'node:os';
 import { VmState } from '../lib/nova.js';
 import type { RunContext } from './context.js';
-import { type Components, type CpuUse, cpuMeter, stackComponents } from './procs.js';
+import { type Phase, phase, saturation } from './phase.js';
+import { stackComponents } from './procs.js';
 import { type Figure, quantile, summary } from './stats.js';
-import { benchFlavor, buildInstance, shelve, type Timed, unshelve } from './vm-shelve.js';
-
-interface Phase {
-  throughput: number;
-  latencies: number[];
-  failures: number;
-  cpu: CpuUse;
-}
-
-/** Runs `action` on every instance at once; the phase lasts until the last one ends. */
-async function phase(
-  components: Components,
-  uuids: readonly string[],
-  action: (uuid: string) => Promise<Timed>,
-  expected: string,
-): Promise<Phase & { done: string[] }> {
-  const meter = await cpuMeter(components);
-  const started = performance.now();
-  const results = await Promise.allSettled(uuids.map(action));
-  const seconds = (performance.now() - started) / 1000;
-  const cpu = await meter.stop();
-  const succeeded = results.flatMap((result) =>
-    result.status === 'fulfilled' && result.value.instance.vmState === expected ? [result.value] : [],
-  );
-  return {
-    throughput: succeeded.length / seconds,
-    latencies: succeeded.map((timed) => timed.seconds),
-    failures: uuids.length - succeeded.length,
-    cpu,
-    done: succeeded.map((timed) => timed.instance.uuid),
-  };
-}
-
-/**
- * The component working hardest, and whether it (or the machine) ran out of CPU: a component
- * near a whole core (JavaScript and Glance's eventlet worker run on one), or all cores near full.
- */
-function saturation(cpu: Record<string, number>, machine: number, cores: number): string {
-  const ranked = Object.entries(cpu).sort((a, b) => b[1] - a[1]);
-  const [top, percent] = ranked[0]!;
-  const shares = ranked
-    .slice(0, 4)
-    .map(([name, value]) => `${name} ${value.toFixed(0)}%`)
-    .join(', ');
-  const verdict =
-    percent >= 90
-      ? `${top} saturates (one core is 100%)`
-      : machine >= 85 * cores
-        ? `the machine's ${cores} cores saturate before any one component`
-        : 'no component is CPU-bound';
-  return `${verdict}; CPU ${shares}; machine ${machine.toFixed(0)}% of ${cores * 100}%`;
-}
+import { benchFlavor, buildInstance, shelve, unshelve } from './vm-shelve.js';
 
 export async function benchScaling(
   ctx: RunContext,

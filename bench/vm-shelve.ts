@@ -57,10 +57,19 @@ export function benchFlavor(name: string, rootGb: number, memoryMb = 128): Flavo
   return { flavorid: `bench-${name}`, name: `bench.${name}`, vcpus: 1, memoryMb, rootGb, ephemeralGb: 0, swap: 0 };
 }
 
-/** Builds an instance of `imageRef` on `host` through the build workflow; ACTIVE, its domain running. */
+/**
+ * Builds an instance of `imageRef` through the build workflow, on `host` or where the scheduler
+ * places it in `availabilityZone`; ACTIVE, its domain running.
+ */
 export async function buildInstance(
   bench: Bench,
-  { host, imageRef, flavor, name }: { host: string; imageRef: string; flavor: Flavor; name: string },
+  {
+    host,
+    availabilityZone,
+    imageRef,
+    flavor,
+    name,
+  }: { host?: string; availabilityZone?: string; imageRef: string; flavor: Flavor; name: string },
 ): Promise<Timed> {
   const instanceUuid = randomUUID();
   bench.leftovers.instance(instanceUuid);
@@ -71,6 +80,7 @@ export async function buildInstance(
     imageRef,
     flavor,
     host,
+    availabilityZone,
   });
 }
 
@@ -79,8 +89,11 @@ export function shelve(bench: Bench, instanceUuid: string): Promise<Timed> {
   return timedAction(bench, 'shelve', { instanceUuid, shutdownTimeout: 0, shelvedOffloadTime: 0 });
 }
 
-/** Unshelve onto the bench's own host, never one a test registered. */
-export function unshelve(bench: Bench, instanceUuid: string, host: string): Promise<Timed> {
+/**
+ * Unshelve onto the bench's own host, never one a test registered: the one named, or one the
+ * scheduler picks in the zone the instance was built in (the bench's own zone).
+ */
+export function unshelve(bench: Bench, instanceUuid: string, host?: string): Promise<Timed> {
   return timedAction(bench, 'unshelve', { instanceUuid, host });
 }
 

@@ -5,6 +5,7 @@
 // worker itself, whose memory and CPU the bench reads from /proc.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import path from 'node:path';
 
@@ -76,4 +77,30 @@ export async function startWorker(
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     },
   };
+}
+
+/**
+ * A compute host on libvirt's test driver, with room for many instances and the storage pool a
+ * compute worker needs: the environment its worker runs with. test:///default would do, but every
+ * virsh run sees a fresh copy of it, so the pool the worker defines at start is gone at the next
+ * virsh call; a node file defines it for all. Each worker process has its own domains.
+ */
+export async function testDriverHost(
+  dir: string,
+  host: string,
+  { cores = 16, memoryMib = 8192 } = {},
+): Promise<NodeJS.ProcessEnv> {
+  const file = path.join(dir, `${host}-node.xml`);
+  const volumes = path.join(dir, `${host}-volumes`);
+  await mkdir(volumes, { recursive: true });
+  await writeFile(
+    file,
+    `<node>
+  <cpu><mhz>2000</mhz><nodes>1</nodes><sockets>1</sockets><cores>${cores}</cores><threads>1</threads><active>${cores}</active><model>x86_64</model></cpu>
+  <memory>${memoryMib * 1024}</memory>
+  <pool type='dir'><name>${host}-volumes</name><target><path>${volumes}</path></target></pool>
+</node>
+`,
+  );
+  return { COMPUTE_HOST: host, LIBVIRT_URI: `test://${file}`, VOLUME_POOL: `${host}-volumes`, VOLUMES_PATH: volumes };
 }
