@@ -5,7 +5,10 @@ import { ComputeHost, InstanceAction, InstanceUuid } from '../lib/temporal.js';
 
 export interface ActionInput {
   instanceUuid: string;
-  /** Nova's request id; defaults to one derived from the workflow run. */
+  /**
+   * Nova's request id; defaults to one derived from the workflow's first run, which a reset (a
+   * new run replaying the old one's history) keeps: the new run then still holds the claim.
+   */
   requestId?: string;
   /** Who asked, for the actions log; the instance's owner when not given. */
   userId?: string;
@@ -21,7 +24,7 @@ export function checkedInput<T extends ActionInput>(workflow: string, input: T):
       nonRetryable: true,
     });
   }
-  return { ...input, requestId: input.requestId ?? `req-${workflowInfo().runId}` };
+  return { ...input, requestId: input.requestId ?? `req-${workflowInfo().firstExecutionRunId}` };
 }
 
 /** A whole number of seconds, at least `min`, from an input that may come from anywhere. */

@@ -1,9 +1,12 @@
 // Workflows started with the real `temporal` binary, as docs/operations.md shows: they go through the
 // same claims and checks as the API's, and can be found by their search attributes.
 import { execFile } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getInstance } from '../../lib/db/instances.js';
+import { listInstanceActions } from '../../lib/db/instance-actions.js';
+import { PowerState } from '../../lib/nova.js';
 import { workflowId } from '../../lib/temporal.js';
 import { startTestStack, type TestStack } from '../support/stack.js';
 import { type StubHost, startStubHost } from '../support/stub-host.js';
@@ -98,5 +101,60 @@ describe('the Temporal CLI', () => {
       expect(output).toContain(`Message: ${reason}`);
     }
     expect(await getInstance(stack.pool, uuid)).toMatchObject({ vmState: 'active', taskState: null });
+  });
+
+  it('resets a running shelve started without a request id: the new run keeps the request id and finishes', async () => {
+    // A host whose power-off waits for the test: the shelve is mid-action when it is reset.
+    let releasePowerOff!: () => void;
+    const powerOffReleased = new Promise<void>((resolve) => (releasePowerOff = resolve));
+    const held = await startStubHost(stack, {
+      async powerOffInstance() {
+        await powerOffReleased;
+        return PowerState.SHUTDOWN;
+      },
+    });
+    try {
+      const { uuid } = await held.buildInstance();
+      const id = workflowId('shelve', uuid);
+      const input = JSON.stringify({ instanceUuid: uuid, shelvedOffloadTime: 0 });
+      const queue = stack.config.temporal.conductorTaskQueue;
+      await temporal(
+        'workflow',
+        'start',
+        '--type',
+        'shelveInstance',
+        '--task-queue',
+        queue,
+        '--workflow-id',
+        id,
+        '--input',
+        input,
+      );
+      while ((await getInstance(stack.pool, uuid)).taskState !== 'shelving') await sleep(50);
+      const [claimed] = await listInstanceActions(stack.pool, uuid);
+
+      // As an operator would after a bad deploy: the run starts again from its first workflow task.
+      await temporal(
+        'workflow',
+        'reset',
+        '--workflow-id',
+        id,
+        '--type',
+        'FirstWorkflowTask',
+        '--reason',
+        'the test resets it',
+      );
+      releasePowerOff();
+      expect(await temporal('workflow', 'result', '--workflow-id', id)).toContain('shelved_offloaded');
+
+      expect(await getInstance(stack.pool, uuid)).toMatchObject({ vmState: 'shelved_offloaded', taskState: null });
+      const shelves = (await listInstanceActions(stack.pool, uuid)).filter((action) => action.action === 'shelve');
+      expect(shelves).toHaveLength(1);
+      expect(shelves[0]).toMatchObject({ requestId: claimed!.requestId, message: null });
+      expect(shelves[0]!.finishTime).not.toBeNull();
+    } finally {
+      releasePowerOff();
+      await held.stop();
+    }
   });
 });
