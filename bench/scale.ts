@@ -12,7 +12,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
+// A CommonJS module whose names Node's ESM loader cannot see: its default export holds them.
+import proto from '@temporalio/proto';
 import { VmState } from '../lib/nova.js';
 import { computeTaskQueue } from '../lib/temporal.js';
 import { connectClient } from '../lib/temporal-client.js';
@@ -123,7 +124,7 @@ async function waitForPollers(client: Client, namespace: string, workers: readon
           .describeTaskQueue({
             namespace,
             taskQueue: { name: queues[i] },
-            taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+            taskQueueType: proto.temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
           })
           .then(({ pollers }) => pollers.some((poller) => poller.identity?.startsWith(`${worker.pid}@`)))
           .catch(() => false),
