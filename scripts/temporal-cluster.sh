@@ -68,16 +68,14 @@ temporal_cluster_service_config() {
   return 0
 }
 
-temporal_cluster_config() {
-  local dir=$TEMPORAL_CLUSTER_DIR/config address=${DATABASE_URL%/*}
+# temporal_cluster_persistence MAX-CONNS MAX-IDLE: the persistence section, with a process's share
+# of PostgreSQL's connections (100 by default, which vm-shelve's processes use too): history
+# processes do most of the work, the others little; visibility gets 2 each.
+temporal_cluster_persistence() {
+  local address=${DATABASE_URL%/*} store database max=$1 idle=$2
   address=${address##*@}
-  mkdir -p "$dir"
-  local store
   # One history shard count for the cluster's life: Temporal refuses to start on another.
-  cat >"$dir/base.yaml" <<EOF
-log:
-  stdout: true
-  level: warn
+  cat <<EOF
 persistence:
   defaultStore: default
   visibilityStore: visibility
@@ -85,9 +83,9 @@ persistence:
   datastores:
 EOF
   for store in default visibility; do
-    local database=temporal
-    [ "$store" = visibility ] && database=temporal_visibility
-    cat >>"$dir/base.yaml" <<EOF
+    database=temporal
+    if [ "$store" = visibility ]; then database=temporal_visibility max=2 idle=1; fi
+    cat <<EOF
     $store:
       sql:
         pluginName: postgres12
@@ -95,11 +93,22 @@ EOF
         connectAddr: "$address"
         connectProtocol: tcp
         user: postgres
-        maxConns: 20
-        maxIdleConns: 20
+        maxConns: $max
+        maxIdleConns: $idle
         maxConnLifetime: 1h
 EOF
   done
+}
+
+temporal_cluster_config() {
+  local dir=$TEMPORAL_CLUSTER_DIR/config
+  mkdir -p "$dir"
+  {
+    echo "log:"
+    echo "  stdout: true"
+    echo "  level: warn"
+    temporal_cluster_persistence 4 2
+  } >"$dir/base.yaml"
   cat >>"$dir/base.yaml" <<EOF
 global:
   membership:
@@ -135,6 +144,7 @@ EOF
     read -r name grpc membership <<<"$process"
     service=${name%-*}
     temporal_cluster_service_config "$service" "$grpc" "$membership" >"$dir/$name.yaml"
+    [ "$service" = history ] && temporal_cluster_persistence 12 6 >>"$dir/$name.yaml"
     [ "${name##*-}" = 1 ] && temporal_cluster_service_config "$service" "$grpc" "$membership" | tail -n +2 >>"$dir/base.yaml"
   done
   cat >"$TEMPORAL_CLUSTER_DIR/haproxy.cfg" <<EOF
