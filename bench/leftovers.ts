@@ -13,7 +13,8 @@ import type { LibvirtConnection } from '../lib/libvirt.js';
 export class Leftovers {
   private readonly instances = new Set<string>();
   private readonly domains = new Set<string>();
-  private readonly images = new Set<string>();
+  /** Each image, with the project that owns it (a private image is its owner's to delete). */
+  private readonly images = new Map<string, RequestContext>();
   private readonly workflows = new Set<WorkflowHandle>();
   /** Set once clearing starts (say, on Ctrl-C while the bench runs): nothing new may be made. */
   private closed = false;
@@ -41,8 +42,9 @@ export class Leftovers {
     this.note(this.domains, uuid);
   }
 
-  image(id: string): void {
-    this.note(this.images, id);
+  image(id: string, owner = this.owner): void {
+    if (this.closed) throw new Error('the bench is ending');
+    this.images.set(id, owner);
   }
 
   /** A compute host the bench started after this was made: its record and instances folder. */
@@ -54,6 +56,8 @@ export class Leftovers {
   /** A workflow until it has ended: one still running at the end is terminated. */
   async running<T>(handle: WorkflowHandle, result: Promise<T>): Promise<T> {
     if (this.closed) {
+      // Its result is refused by the termination: nobody awaits it, and it must not crash the bench.
+      result.catch(() => undefined);
       await handle.terminate('bench ended');
       throw new Error('the bench is ending');
     }
@@ -76,7 +80,7 @@ export class Leftovers {
   }
 
   async removeImage(id: string): Promise<void> {
-    await this.glance.deleteImage(this.owner, id);
+    await this.glance.deleteImage(this.images.get(id) ?? this.owner, id);
     this.images.delete(id);
   }
 
@@ -97,17 +101,29 @@ export class Leftovers {
   }
 
   /**
-   * Takes over what an earlier bench that was killed left: the instances of the bench's project
-   * (with their domains and snapshots) and the images of these names it owns.
+   * Takes over what an earlier bench that was killed left: the instances of the bench's projects
+   * (with their domains and snapshots) and the images of these names they own.
    */
-  async adoptPrevious(imageNames: readonly string[]): Promise<number> {
-    const { rows } = await this.pool.query<{ uuid: string }>('SELECT uuid FROM instances WHERE project_id = $1', [
-      this.owner.projectId,
+  async adoptPrevious(
+    imageNames: readonly string[],
+    owners: readonly RequestContext[] = [this.owner],
+  ): Promise<number> {
+    const { rows } = await this.pool.query<{ uuid: string }>('SELECT uuid FROM instances WHERE project_id = ANY($1)', [
+      owners.map((owner) => owner.projectId),
     ]);
     for (const { uuid } of rows) this.instance(uuid);
-    const images = (await Promise.all(imageNames.map((name) => this.glance.listImages(this.owner, { name })))).flat();
-    for (const image of images) if (image.owner === this.owner.projectId) this.image(image.id);
-    return rows.length + images.length;
+    let images = 0;
+    for (const owner of owners) {
+      for (const name of imageNames) {
+        for (const image of await this.glance.listImages(owner, { name })) {
+          if (image.owner === owner.projectId) {
+            this.image(image.id, owner);
+            images++;
+          }
+        }
+      }
+    }
+    return rows.length + images;
   }
 
   /** Removes what is left, all at once; goes on past a failure, and reports them all at the end. */
@@ -119,7 +135,7 @@ export class Leftovers {
       ...[...this.domains].map((uuid) => this.removeDomain(uuid)),
     ]);
     results.push(
-      ...(await Promise.allSettled([...this.images].map((id) => this.removeImage(id)))),
+      ...(await Promise.allSettled([...this.images.keys()].map((id) => this.removeImage(id)))),
       ...(await Promise.allSettled([
         this.pool.query('DELETE FROM compute_nodes WHERE host = ANY($1)', [Object.keys(this.instancesPaths)]),
       ])),

@@ -24,7 +24,7 @@ import { benchApiLoad } from './api-load.js';
 import { benchGuest } from './guest.js';
 import { benchOverhead } from './overhead.js';
 import { describeMachine, renderResults, renderText, type Section } from './report.js';
-import { benchScale } from './scale.js';
+import { benchScale, SCALE_PLANS, scaleOwners } from './scale.js';
 import { benchScaling } from './scaling.js';
 import { BENCH_OWNER, type Bench, imageName } from './vm-shelve.js';
 import { startWorker, testDriverHost, type WorkerProcess } from './workers.js';
@@ -113,12 +113,15 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 try {
-  const earlier = await leftovers.adoptPrevious([
-    imageName.boot('tiny'),
-    imageName.boot('overlay'),
-    imageName.boot('guest'),
-    ...diskPlans(1).flatMap((plan) => [imageName.nova(plan.kind), imageName.floor(plan.kind)]),
-  ]);
+  const earlier = await leftovers.adoptPrevious(
+    [
+      imageName.boot('tiny'),
+      imageName.boot('overlay'),
+      imageName.boot('guest'),
+      ...diskPlans(1).flatMap((plan) => [imageName.nova(plan.kind), imageName.floor(plan.kind)]),
+    ],
+    scaleOwners(SCALE_PLANS.full.instances),
+  );
   if (earlier > 0) {
     print(`removing ${earlier} instance(s) and image(s) an earlier bench left`);
     await leftovers.clear();
@@ -207,7 +210,7 @@ try {
 
   // Last: it switches the stack's Temporal under the workers above.
   if (parts.includes('scale')) {
-    const plan = smoke ? { instances: 20, hosts: 2, inFlight: 10 } : { instances: 1000, hosts: 8, inFlight: 50 };
+    const plan = smoke ? SCALE_PLANS.smoke : SCALE_PLANS.full;
     sections.push({
       title: `Scale: ${plan.instances} instances on ${plan.hosts} test-driver hosts, shelved then unshelved, ${plan.inFlight} in flight`,
       ...(await benchScale(ctx, plan)),
@@ -254,7 +257,7 @@ function methodNotes(plans: ReturnType<typeof diskPlans>, runs: number): string[
     `Scaling: N instances with a 4 MiB disk on \`${TEST_HOST}\`, libvirt's test driver (domains that cost nothing, so the stack is measured, not QEMU): N builds, then N shelves started at once, then N unshelves at once. Throughput is the actions that ended well over the phase's wall time; latency is each action's request to result. CPU is read from /proc (utime + stime, children included) for each component, in % of one core. The test driver runs from a node file that defines a storage pool, rather than test:///default: a compute worker defines its pool with separate virsh runs at start, and each run sees a fresh test:///default, so the worker cannot start on it.`,
     'API load: one run (a minute of requests holds thousands of samples; its percentiles are over all of them). The API runs as its own process, as `npm run api` starts it, with noauth2 tokens on loopback.',
     `Guest: one instance of the project's test guest (docs/guest.md: a 12 MiB qcow2, Linux and busybox) on \`${KVM_HOST}\` (${config.compute.virtType}), 1 vCPU, 256 MiB, root_gb 1, which takes its port's fixed IP by DHCP from the host's libvirt network. Per run it is shelved with the default shutdown timeout (${config.shutdownTimeout} s) and \`shelvedOffloadTime: 0\`, then unshelved on the same host. *Clean shutdown* runs from the shelve request (the workflow's start) until libvirt shows the domain shut off, read through the libvirt binding every 50 ms; each run then checks that \`virsh domstate --reason\` says \`shut off (shutdown)\` (the guest powered itself off, not destroyed) and fails otherwise. *Shelve* runs to the workflow's result, SHELVED_OFFLOADED; its power-off step checks the domain right after the ACPI request and then once a second (as Nova's \`_clean_shutdown\`), so up to a second of it is the wait for that check. *Unshelve → ACTIVE* runs to the workflow's result; *→ guest answering* until a TCP connection to the guest's port 7 at its fixed IP (a new attempt every 250 ms, so that TCP's own SYN retry, 1 s later, does not count) has answered \`ping\` with that IP; *guest boot* is the difference (firmware, kernel, DHCP, the protocol's listener).`,
-    "Scale: one run per Temporal setup (a thousand actions per phase hold their own percentiles), in this order: the dev server (`STACK_TEMPORAL=dev`), the cluster profile with one history process, then with two (`STACK_TEMPORAL=cluster TEMPORAL_HISTORY_PROCESSES=1|2`); the bench switches the stack with `scripts/stack up` and puts it back on the setup it found. On each: a conductor (task queue `bench-scale`, no reconcile schedule) and compute workers `bench-scale-1`… on libvirt's test driver in an availability zone of their own; N instances with a 4 MiB disk (flavor 32 MiB, 1 vCPU, root_gb 1) built there by the scheduler, then all shelved (offloaded at once), then all unshelved (the scheduler places them again), a bounded number in flight so that both cores stay busy and no action waits past its timeouts. Throughput, latency and failures as in Scaling, p50 and p99; CPU in % of one core over the phase: Temporal (the dev server, or the cluster's six server processes and its HAProxy), every PostgreSQL process (the stack's and Temporal's databases share the server), the conductor, the compute workers summed.",
+    "Scale: one run per Temporal setup (a thousand actions per phase hold their own percentiles), in this order: the dev server (`STACK_TEMPORAL=dev`), the cluster profile with one history process, then with two (`STACK_TEMPORAL=cluster TEMPORAL_HISTORY_PROCESSES=1|2`); the bench switches the stack with `scripts/stack up` and puts it back on the setup it found. A conductor (task queue `bench-scale`, no reconcile schedule) and compute workers `bench-scale-1`… on libvirt's test driver, in an availability zone of their own, run through all setups (their polls retry until the next Temporal answers), and so do the instances' test-driver domains: N instances with a 4 MiB disk (flavor 32 MiB, 1 vCPU, root_gb 1), 250 per project (a project's network is a /24), are built once by the scheduler, on the dev server. On each setup all of them are shelved (offloaded at once), then all unshelved (the scheduler places them again), a bounded number in flight so that both cores stay busy and no action waits past its timeouts. Throughput, latency and failures as in Scaling, p50 and p99; CPU in % of one core over the phase: Temporal (the dev server, or the cluster's six server processes and its HAProxy), every PostgreSQL process (the stack's and Temporal's databases share the server), the conductor, the compute workers summed.",
     "Memory: the compute worker's VmRSS, read from /proc every 50 ms during each shelve of the sparse disk: its peak, its value as the shelve starts, and the peak with its child processes (the qemu-img it runs) added.",
   ];
 }

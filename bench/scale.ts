@@ -5,6 +5,7 @@
 // latency, failures and the CPU of Temporal, PostgreSQL and the workers. The stack is left on
 // the Temporal it was on.
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
@@ -14,14 +15,16 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from '@temporalio/client';
 // A CommonJS module whose names Node's ESM loader cannot see: its default export holds them.
 import proto from '@temporalio/proto';
+import type { RequestContext } from '../lib/glance.js';
 import { VmState } from '../lib/nova.js';
+import { createSampleDisk, uploadBootImage } from '../lib/sample-disk.js';
 import { computeTaskQueue } from '../lib/temporal.js';
 import { connectClient } from '../lib/temporal-client.js';
 import type { RunContext } from './context.js';
 import { type Phase, phase, saturation, settleAll } from './phase.js';
 import { type Components, stackComponents } from './procs.js';
 import { type Figure, quantile } from './stats.js';
-import { type Bench, benchFlavor, buildInstance, shelve, unshelve } from './vm-shelve.js';
+import { type Bench, BENCH_OWNER, benchFlavor, buildInstance, imageName, shelve, unshelve } from './vm-shelve.js';
 import { testDriverHost, type WorkerProcess } from './workers.js';
 
 const repoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -42,6 +45,21 @@ const SETUPS: readonly Setup[] = [
   { label: 'cluster, 1 history', env: { STACK_TEMPORAL: 'cluster', TEMPORAL_HISTORY_PROCESSES: '1' } },
   { label: 'cluster, 2 history', env: { STACK_TEMPORAL: 'cluster', TEMPORAL_HISTORY_PROCESSES: '2' } },
 ];
+
+/** Instances per project: each project's network is a /24, 253 addresses for its ports. */
+const INSTANCES_PER_PROJECT = 250;
+
+/** The projects the instances belong to: the bench's own, then more of its name as needed. */
+export function scaleOwners(instances: number): RequestContext[] {
+  return Array.from({ length: Math.ceil(instances / INSTANCES_PER_PROJECT) }, (_, i) =>
+    i === 0 ? BENCH_OWNER : { ...BENCH_OWNER, projectId: `${BENCH_OWNER.projectId}-${i + 1}` },
+  );
+}
+
+export const SCALE_PLANS = {
+  smoke: { instances: 20, hosts: 2, inFlight: 10 },
+  full: { instances: 1000, hosts: 8, inFlight: 50 },
+};
 
 export interface ScalePlan {
   instances: number;
@@ -110,6 +128,23 @@ async function startWorkers(ctx: RunContext, hosts: number): Promise<WorkerProce
     );
   }
   return Promise.all(workers);
+}
+
+/** A boot image each project may use: the bench's tiny one for its own project, a copy for the others. */
+async function bootImages(
+  ctx: RunContext,
+  owners: readonly RequestContext[],
+): Promise<{ owner: RequestContext; imageRef: string }[]> {
+  const disk = owners.length > 1 ? await createSampleDisk(path.join(ctx.workDir, 'scale'), 'tiny', 4) : undefined;
+  return Promise.all(
+    owners.map(async (owner, i) => {
+      if (i === 0) return { owner, imageRef: ctx.tinyImageId };
+      const id = randomUUID();
+      ctx.bench.leftovers.image(id, owner);
+      await uploadBootImage(ctx.bench.glance, owner, disk!.image, { id, name: imageName.boot('tiny') });
+      return { owner, imageRef: id };
+    }),
+  );
 }
 
 /** Waits until every worker polls its task queue on the Temporal that runs now. */
@@ -209,10 +244,19 @@ export async function benchScale(ctx: RunContext, plan: ScalePlan): Promise<{ fi
         };
         await waitForPollers(bench.client, config.temporal.namespace, workers);
         if (!instances) {
+          const images = await bootImages(ctx, scaleOwners(plan.instances));
           const started = performance.now();
           const flavor = benchFlavor('scale', 1, 32);
-          const builds = await settleAll(Array.from({ length: plan.instances }), plan.inFlight, () =>
-            buildInstance(bench, { availabilityZone: ZONE, imageRef: ctx.tinyImageId, flavor, name: 'scale' }),
+          const builds = await settleAll(
+            Array.from({ length: plan.instances }, (_, i) => i % images.length),
+            plan.inFlight,
+            (project) =>
+              buildInstance(bench, {
+                availabilityZone: ZONE,
+                ...images[project]!,
+                flavor,
+                name: 'scale',
+              }),
           );
           built.push(
             ...builds.flatMap((result) => (result.status === 'fulfilled' ? [result.value.instance.uuid] : [])),

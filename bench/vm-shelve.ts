@@ -9,7 +9,7 @@ import type pg from 'pg';
 import { rootDiskPath } from '../lib/host-paths.js';
 import { type Action, startAction } from '../lib/actions.js';
 import type { Config } from '../lib/config.js';
-import type { GlanceClient } from '../lib/glance.js';
+import type { GlanceClient, RequestContext } from '../lib/glance.js';
 import type { LibvirtConnection } from '../lib/libvirt.js';
 import type { Flavor, Instance } from '../lib/nova.js';
 import type { Leftovers } from './leftovers.js';
@@ -59,7 +59,8 @@ export function benchFlavor(name: string, rootGb: number, memoryMb = 128): Flavo
 
 /**
  * Builds an instance of `imageRef` through the build workflow, on `host` or where the scheduler
- * places it in `availabilityZone`; ACTIVE, its domain running.
+ * places it in `availabilityZone`, for `owner` (the bench's project by default); ACTIVE, its
+ * domain running.
  */
 export async function buildInstance(
   bench: Bench,
@@ -69,14 +70,22 @@ export async function buildInstance(
     imageRef,
     flavor,
     name,
-  }: { host?: string; availabilityZone?: string; imageRef: string; flavor: Flavor; name: string },
+    owner = BENCH_OWNER,
+  }: {
+    host?: string;
+    availabilityZone?: string;
+    imageRef: string;
+    flavor: Flavor;
+    name: string;
+    owner?: RequestContext;
+  },
 ): Promise<Timed> {
   const instanceUuid = randomUUID();
   bench.leftovers.instance(instanceUuid);
   return timedAction(bench, 'build', {
     instanceUuid,
     displayName: `bench-${name}-${instanceUuid.slice(0, 8)}`,
-    ...BENCH_OWNER,
+    ...owner,
     imageRef,
     flavor,
     host,
